@@ -1,0 +1,1 @@
+"""Shared kernel of the lead handoff service: settings, config, events, bus, database, runtime."""

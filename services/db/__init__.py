@@ -1,0 +1,1 @@
+"""Database access: the models (one metadata), the engine factory and the dialect-specific statements."""

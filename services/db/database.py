@@ -1,0 +1,125 @@
+"""The process's database handle: one write path, many readers, the same API on SQLite and PostgreSQL.
+
+    db = Database.from_url(settings.database_url)
+    async with db.transaction() as conn:        # one atomic unit of work; commits on exit
+        await conn.execute(insert(leads).values(...))
+    async with db.read() as conn:
+        rows = (await conn.execute(select(leads))).all()
+    await db.dispose()
+
+SQLite (the embedded default) allows one writer at a time: writes go through one connection guarded by
+a lock and start with ``BEGIN IMMEDIATE`` (so they never fail half-way with "database is locked"),
+readers use their own connections (WAL mode). PostgreSQL uses one pool for both.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator, Callable
+from contextlib import asynccontextmanager
+from typing import Any
+
+from sqlalchemy import event, text
+from sqlalchemy.engine import make_url
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
+from sqlalchemy.pool import NullPool
+
+SQLITE_PRAGMAS = (
+    "PRAGMA journal_mode=WAL",
+    # NORMAL in WAL mode is durable against a killed process (the WAL is written before commit returns);
+    # only an OS crash or power loss may lose the last transactions.
+    "PRAGMA synchronous=NORMAL",
+    "PRAGMA busy_timeout=30000",
+    "PRAGMA foreign_keys=ON",
+)
+
+
+def _sqlite_engine(url: str, immediate: bool, pool_size: int) -> AsyncEngine:
+    engine = create_async_engine(url, pool_size=pool_size, max_overflow=0, pool_pre_ping=False)
+
+    @event.listens_for(engine.sync_engine, "connect")
+    def _on_connect(dbapi_connection: Any, _record: Any) -> None:
+        # Let us emit BEGIN ourselves (pysqlite's implicit transactions would defer the write lock).
+        dbapi_connection.isolation_level = None
+        cursor = dbapi_connection.cursor()
+        for pragma in SQLITE_PRAGMAS:
+            cursor.execute(pragma)
+        cursor.close()
+
+    @event.listens_for(engine.sync_engine, "begin")
+    def _on_begin(conn: Any) -> None:
+        conn.exec_driver_sql("BEGIN IMMEDIATE" if immediate else "BEGIN")
+
+    return engine
+
+
+class Database:
+    """Engines for one database URL, created when the process boots (never at import)."""
+
+    def __init__(self, url: str, *, pool_size: int = 10) -> None:
+        self.url = url
+        self.dialect = make_url(url).get_backend_name()
+        self._write_lock: asyncio.Lock | None = None
+        self._commit_hooks: list[Callable[[AsyncConnection], None]] = []
+        if self.dialect == "sqlite":
+            self.writer = _sqlite_engine(url, immediate=True, pool_size=1)
+            self.reader = _sqlite_engine(url, immediate=False, pool_size=4)
+            self._write_lock = asyncio.Lock()
+        else:
+            self.writer = create_async_engine(
+                url, pool_size=pool_size, max_overflow=pool_size, pool_pre_ping=True, pool_recycle=1800
+            )
+            self.reader = self.writer
+
+    @classmethod
+    def from_url(cls, url: str, **kwargs: Any) -> Database:
+        return cls(url, **kwargs)
+
+    @property
+    def is_sqlite(self) -> bool:
+        return self.dialect == "sqlite"
+
+    @property
+    def is_postgres(self) -> bool:
+        return self.dialect == "postgresql"
+
+    def on_commit(self, hook: Callable[[AsyncConnection], None]) -> None:
+        """Call ``hook(conn)`` after every committed write (e.g. wake the outbox relay)."""
+        self._commit_hooks.append(hook)
+
+    @asynccontextmanager
+    async def transaction(self) -> AsyncIterator[AsyncConnection]:
+        """One atomic write: commits when the block ends, rolls back if it raises."""
+        if self._write_lock is not None:
+            async with self._write_lock:
+                async with self.writer.begin() as conn:
+                    yield conn
+                self._after_commit(conn)
+        else:
+            async with self.writer.begin() as conn:
+                yield conn
+            self._after_commit(conn)
+
+    def _after_commit(self, conn: AsyncConnection) -> None:
+        for hook in self._commit_hooks:
+            hook(conn)
+
+    @asynccontextmanager
+    async def read(self) -> AsyncIterator[AsyncConnection]:
+        async with self.reader.connect() as conn:
+            yield conn
+
+    async def ping(self) -> None:
+        """Raise if the database cannot be reached (readiness)."""
+        async with self.reader.connect() as conn:
+            await conn.execute(text("SELECT 1"))
+
+    async def dispose(self) -> None:
+        await self.writer.dispose()
+        if self.reader is not self.writer:
+            await self.reader.dispose()
+
+
+def null_pool_engine(url: str) -> AsyncEngine:
+    """A pool-less engine for one-shot commands (migrations, CLI)."""
+    return create_async_engine(url, poolclass=NullPool)

@@ -1,0 +1,53 @@
+"""The few statements that differ between SQLite and PostgreSQL, in one place.
+
+    stmt = insert_ignore(conn, processed_events, rows)         # INSERT ... ON CONFLICT DO NOTHING
+    stmt = upsert(conn, rep_state, row, ["rep_id"], ["available"])
+    query = claim(conn, select(sla_timers).where(...))          # FOR UPDATE SKIP LOCKED on PostgreSQL
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+from sqlalchemy import Select, Table
+from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.ext.asyncio import AsyncConnection
+from sqlalchemy.sql.dml import Insert
+
+
+def _insert(conn: AsyncConnection, table: Table) -> Any:
+    return postgresql.insert(table) if conn.dialect.name == "postgresql" else sqlite.insert(table)
+
+
+def insert_ignore(conn: AsyncConnection, table: Table, index_elements: Sequence[str] | None = None) -> Insert:
+    """``INSERT ... ON CONFLICT DO NOTHING``; add ``.returning(...)`` to learn which rows were new."""
+    stmt = _insert(conn, table)
+    return stmt.on_conflict_do_nothing(index_elements=index_elements)  # type: ignore[no-any-return]
+
+
+def upsert(conn: AsyncConnection, table: Table, keys: Sequence[str], update: Sequence[str]) -> Insert:
+    """``INSERT ... ON CONFLICT (keys) DO UPDATE SET col = excluded.col`` for each of ``update``."""
+    stmt = _insert(conn, table)
+    return stmt.on_conflict_do_update(  # type: ignore[no-any-return]
+        index_elements=list(keys), set_={col: stmt.excluded[col] for col in update}
+    )
+
+
+def claim(conn: AsyncConnection, query: Select[Any]) -> Select[Any]:
+    """Rows this worker may act on alone: ``FOR UPDATE SKIP LOCKED`` on PostgreSQL. SQLite needs nothing:
+    its writes are serialised (one writer), and claims run inside write transactions."""
+    if conn.dialect.name == "postgresql":
+        return query.with_for_update(skip_locked=True)
+    return query
+
+
+def lock(conn: AsyncConnection, query: Select[Any]) -> Select[Any]:
+    """``FOR UPDATE`` on PostgreSQL (wait for the row); a no-op on SQLite for the same reason as ``claim``."""
+    if conn.dialect.name == "postgresql":
+        return query.with_for_update()
+    return query
+
+
+def rows_as_dicts(rows: Sequence[Any]) -> list[Mapping[str, Any]]:
+    return [dict(row._mapping) for row in rows]

@@ -1,0 +1,116 @@
+"""Transactional outbox: state and outgoing events commit together; a relay publishes them afterwards.
+
+    async with db.transaction() as conn:
+        await conn.execute(update(leads)...)               # the state change
+        await add_events(conn, LEAD_EVENTS, [event])        # and the events, in the SAME transaction
+    relay = OutboxRelay(db, bus); await relay.run(stop)     # publishes, then deletes the rows
+
+If the process dies after the commit, the rows are still there and the next relay publishes them;
+if it dies after publishing but before deleting, they are published again: consumers are idempotent
+by event id, so a duplicate changes nothing. On the embedded bus the relay moves rows into the log
+in one transaction (no duplicate at all). One relay at a time per database (an advisory lock on
+PostgreSQL, the single writer on SQLite) keeps per-lead order.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Sequence
+from itertools import groupby
+
+from sqlalchemy import delete, select, text
+from sqlalchemy.exc import SQLAlchemyError
+from sqlalchemy.ext.asyncio import AsyncConnection
+
+from services.bus.base import Bus, BusError
+from services.bus.local import LocalBus
+from services.db.database import Database
+from services.db.models import outbox
+from services.events import Event
+
+log = logging.getLogger(__name__)
+RELAY_LOCK_ID = 74190002
+
+
+async def add_events(conn: AsyncConnection, topic: str, events: Sequence[Event]) -> None:
+    """Queue ``events`` for ``topic`` inside the caller's transaction."""
+    if not events:
+        return
+    await conn.execute(outbox.insert(), [
+        {"topic": topic, "key": e.key, "event_id": e.id, "type": e.type, "source": e.source,
+         "time": e.time, "data": e.data} for e in events
+    ])
+    conn.info["outbox_dirty"] = True
+
+
+class OutboxRelay:
+    def __init__(self, db: Database, bus: Bus, *, batch_size: int = 1000, idle_interval: float = 0.2) -> None:
+        self.db = db
+        self.bus = bus
+        self.batch_size = batch_size
+        self.idle_interval = idle_interval
+        self.published = 0
+        self._wakeup = asyncio.Event()
+        db.on_commit(self._on_commit)
+
+    def _on_commit(self, conn: AsyncConnection) -> None:
+        if conn.info.pop("outbox_dirty", False):
+            self._wakeup.set()
+
+    async def run(self, stop: asyncio.Event) -> None:
+        """Relay until ``stop`` is set; database or bus failures back off and retry, never drop rows."""
+        backoff = 0.1
+        while not stop.is_set():
+            try:
+                moved = await self.relay_once()
+                backoff = 0.1
+            except (SQLAlchemyError, OSError, BusError) as exc:
+                log.warning("outbox relay: %s; retrying in %.1fs", exc, backoff)
+                moved = 0
+                await _wait(stop, backoff)
+                backoff = min(backoff * 2, 5.0)
+                continue
+            if moved < self.batch_size:
+                self._wakeup.clear()
+                await _wait_any(stop, self._wakeup, self.idle_interval)
+
+    async def relay_once(self) -> int:
+        """Publish up to ``batch_size`` queued events; the number published."""
+        async with self.db.transaction() as conn:
+            if conn.dialect.name == "postgresql":
+                got = (await conn.execute(text("SELECT pg_try_advisory_xact_lock(:k)"), {"k": RELAY_LOCK_ID}))
+                if not got.scalar():
+                    return 0
+            rows = (await conn.execute(
+                select(outbox).order_by(outbox.c.id).limit(self.batch_size)
+            )).mappings().all()
+            if not rows:
+                return 0
+            for topic, group in groupby(rows, key=lambda r: r["topic"]):
+                events = [Event(id=r["event_id"], type=r["type"], source=r["source"], time=r["time"],
+                                key=r["key"], data=r["data"]) for r in group]
+                if isinstance(self.bus, LocalBus):
+                    await self.bus.publish_in(conn, topic, events)
+                else:
+                    await self.bus.publish(topic, events)
+            await conn.execute(delete(outbox).where(outbox.c.id <= rows[-1]["id"],
+                                                    outbox.c.id.in_([r["id"] for r in rows])))
+        self.published += len(rows)
+        return len(rows)
+
+
+async def _wait(stop: asyncio.Event, seconds: float) -> None:
+    try:
+        await asyncio.wait_for(stop.wait(), seconds)
+    except TimeoutError:
+        pass
+
+
+async def _wait_any(stop: asyncio.Event, wake: asyncio.Event, seconds: float) -> None:
+    waiters = [asyncio.ensure_future(stop.wait()), asyncio.ensure_future(wake.wait())]
+    try:
+        await asyncio.wait(waiters, timeout=seconds, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        for w in waiters:
+            w.cancel()
