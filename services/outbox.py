@@ -18,6 +18,7 @@ import asyncio
 import logging
 from collections.abc import Sequence
 from itertools import groupby
+from typing import Any
 
 from sqlalchemy import delete, select, text
 from sqlalchemy.exc import SQLAlchemyError
@@ -54,8 +55,8 @@ class OutboxRelay:
         self._wakeup = asyncio.Event()
         db.on_commit(self._on_commit)
 
-    def _on_commit(self, conn: AsyncConnection) -> None:
-        if conn.info.pop("outbox_dirty", False):
+    def _on_commit(self, flags: dict[str, Any]) -> None:
+        if flags.get("outbox_dirty"):
             self._wakeup.set()
 
     async def run(self, stop: asyncio.Event) -> None:

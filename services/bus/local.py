@@ -22,6 +22,7 @@ import uuid
 from collections import defaultdict
 from collections.abc import Sequence
 from datetime import timedelta
+from typing import Any
 
 from sqlalchemy import ColumnElement, and_, delete, select, update
 from sqlalchemy.exc import SQLAlchemyError
@@ -50,7 +51,6 @@ class LocalBus(Bus):
         self.poll_interval = poll_interval
         self.lease = timedelta(seconds=lease_seconds)
         self._waiters: set[asyncio.Event] = set()
-        self._published = False
         db.on_commit(self._on_commit)
 
     def topic(self, name: str) -> str:
@@ -79,6 +79,8 @@ class LocalBus(Bus):
 
     async def publish_in(self, conn: AsyncConnection, topic: str, events: Sequence[Event]) -> None:
         """Append ``events`` inside the caller's transaction: durable exactly when it commits."""
+        if not events:
+            return
         full = self.topic(topic)
         by_partition: dict[int, list[Event]] = defaultdict(list)
         for event in events:
@@ -103,11 +105,10 @@ class LocalBus(Bus):
                       "value": e.value(), "headers": e.headers(), "created_at": now}
                      for i, e in enumerate(batch)]
         await conn.execute(bus_log.insert(), rows)
-        self._published = True
+        conn.info["bus_published"] = True
 
-    def _on_commit(self, _conn: AsyncConnection) -> None:
-        if self._published:
-            self._published = False
+    def _on_commit(self, flags: dict[str, Any]) -> None:
+        if flags.get("bus_published"):
             self._wake()
 
     def _wake(self) -> None:

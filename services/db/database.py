@@ -15,6 +15,7 @@ readers use their own connections (WAL mode). PostgreSQL uses one pool for both.
 from __future__ import annotations
 
 import asyncio
+import logging
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from typing import Any
@@ -60,7 +61,7 @@ class Database:
         self.url = url
         self.dialect = make_url(url).get_backend_name()
         self._write_lock: asyncio.Lock | None = None
-        self._commit_hooks: list[Callable[[AsyncConnection], None]] = []
+        self._commit_hooks: list[Callable[[dict[str, Any]], None]] = []
         if self.dialect == "sqlite":
             self.writer = _sqlite_engine(url, immediate=True, pool_size=1)
             self.reader = _sqlite_engine(url, immediate=False, pool_size=4)
@@ -83,8 +84,9 @@ class Database:
     def is_postgres(self) -> bool:
         return self.dialect == "postgresql"
 
-    def on_commit(self, hook: Callable[[AsyncConnection], None]) -> None:
-        """Call ``hook(conn)`` after every committed write (e.g. wake the outbox relay)."""
+    def on_commit(self, hook: Callable[[dict[str, Any]], None]) -> None:
+        """Call ``hook(info)`` after every committed write with the flags the transaction left in
+        ``conn.info`` (e.g. "the outbox has rows": wake the relay). A hook must not raise."""
         self._commit_hooks.append(hook)
 
     @asynccontextmanager
@@ -94,15 +96,21 @@ class Database:
             async with self._write_lock:
                 async with self.writer.begin() as conn:
                     yield conn
-                self._after_commit(conn)
+                    flags = dict(conn.info)
+                    conn.info.clear()
         else:
             async with self.writer.begin() as conn:
                 yield conn
-            self._after_commit(conn)
+                flags = dict(conn.info)
+                conn.info.clear()
+        self._after_commit(flags)
 
-    def _after_commit(self, conn: AsyncConnection) -> None:
+    def _after_commit(self, flags: dict[str, Any]) -> None:
         for hook in self._commit_hooks:
-            hook(conn)
+            try:
+                hook(flags)
+            except Exception:  # the write is committed; a hook's failure must not make it look failed
+                logging.getLogger(__name__).exception("post-commit hook failed")
 
     @asynccontextmanager
     async def read(self) -> AsyncIterator[AsyncConnection]:

@@ -1,0 +1,189 @@
+"""The router consumer: qualifies scored leads (MQL) and hands them to a rep (SQL), atomically.
+
+Consumes ``lead-events``: ``lead.scored`` (qualify, then assign) and ``lead.reassign_requested`` (the
+SLA breached: assign again without the breached rep). Each batch is ONE transaction: the processed
+ids, the stage changes, the assignment rows, the shared rotation cursors and the outgoing
+``lead.assigned`` events (outbox) commit together, so a redelivered event changes nothing and a lead
+is assigned at most once, even with several routers: every assignment runs under one row lock on
+``routing_cursors`` (PostgreSQL ``FOR UPDATE``; SQLite has a single writer), where the open-lead
+counts and cursors are read and written.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Collection, Mapping
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import func, select, update
+from sqlalchemy.ext.asyncio import AsyncConnection
+
+from router.assign import Decision, RepState, Router, RoutingState
+from router.qualify import Qualifier
+from services.config import HandoffConfig
+from services.consumer import Handler
+from services.db.database import Database
+from services.db.dialect import insert_ignore, lock, upsert
+from services.db.models import account_owners, assignments, leads, rep_state, routing_cursors
+from services.events import (
+    ASSIGNMENTS,
+    LEAD_ASSIGNED,
+    LEAD_EVENTS,
+    LEAD_REASSIGN_REQUESTED,
+    LEAD_SCORED,
+    Event,
+    LeadAssigned,
+    LeadScored,
+    ReassignRequested,
+    new_id,
+    utcnow,
+)
+from services.idempotency import claim_new
+from services.lead_store import record_stage
+from services.outbox import add_events
+
+log = logging.getLogger(__name__)
+GLOBAL_LOCK = "*"  # the routing_cursors row every assignment locks first
+OPEN_STAGES = ("sql", "contacted")
+
+
+class RouterHandler(Handler):
+    group = "router"
+    topics = (LEAD_EVENTS,)
+
+    def __init__(self, db: Database, config: HandoffConfig) -> None:
+        self.db = db
+        self.config = config
+        self.qualifier = Qualifier(config.qualification)
+        self.router = Router(config)
+
+    async def handle(self, events: list[Event]) -> None:
+        relevant = [e for e in events if e.type in (LEAD_SCORED, LEAD_REASSIGN_REQUESTED)]
+        if not relevant:
+            return
+        async with self.db.transaction() as conn:
+            fresh = await claim_new(conn, self.group, [e.id for e in relevant])
+            for event in relevant:
+                if event.id not in fresh:
+                    continue
+                if event.type == LEAD_SCORED:
+                    await self._on_scored(conn, LeadScored.model_validate(event.data))
+                else:
+                    await self._on_reassign(conn, ReassignRequested.model_validate(event.data))
+
+    async def _on_scored(self, conn: AsyncConnection, scored: LeadScored) -> None:
+        row = (await conn.execute(lock(conn, select(leads).where(leads.c.id == scored.lead_id)))).mappings().first()
+        if row is None or row["merged_into"]:
+            return
+        lead = {"fit": row["fit"], "engagement": row["engagement"], "total": row["total"],
+                "traits": row["traits"], "email": row["email"], "company_domain": row["company_domain"]}
+        result = self.qualifier.qualify(lead, row["stage"], scored.rules_hit)
+        if result.stage is None:
+            return
+        now = utcnow()
+        if result.stage == "disqualified":
+            await record_stage(conn, row["id"], row["stage"], "disqualified", at=now, cause=result.reason)
+            return
+        await record_stage(conn, row["id"], row["stage"], "mql", at=now, cause=result.reason, qualified_at=now)
+        await self.assign(conn, row["id"], lead, now=now)
+
+    async def _on_reassign(self, conn: AsyncConnection, request: ReassignRequested) -> None:
+        row = (await conn.execute(lock(conn, select(leads).where(leads.c.id == request.lead_id)))).mappings().first()
+        if row is None or row["stage"] != "sql" or row["owner"] not in request.exclude_reps:
+            return  # contacted meanwhile, or already reassigned: nothing to do
+        lead = {"fit": row["fit"], "engagement": row["engagement"], "total": row["total"],
+                "traits": row["traits"], "email": row["email"], "company_domain": row["company_domain"]}
+        now = utcnow()
+        await conn.execute(update(assignments).where(
+            assignments.c.lead_id == row["id"], assignments.c.ended_at.is_(None)
+        ).values(ended_at=now, end_reason=request.reason))
+        await self.assign(conn, row["id"], lead, now=now, exclude={r: "SLA breach" for r in request.exclude_reps},
+                          previous=row["owner"], from_stage="sql")
+
+    async def assign(self, conn: AsyncConnection, lead_id: str, lead: Mapping[str, Any], *, now: datetime,
+                     exclude: Collection[str] | Mapping[str, str] = (), previous: str | None = None,
+                     from_stage: str = "mql") -> Decision:
+        """Choose a rep under the global routing lock and record it (or the fallback queue)."""
+        await conn.execute(insert_ignore(conn, routing_cursors), [
+            {"team": GLOBAL_LOCK, "cursor": None, "updated_at": now}])
+        await conn.execute(lock(conn, select(routing_cursors.c.team).where(routing_cursors.c.team == GLOBAL_LOCK)))
+        reps = await self._rep_states(conn)
+        cursors = dict((await conn.execute(select(routing_cursors.c.team, routing_cursors.c.cursor))).all())
+        owner = await self._account_owner(conn, lead)
+        decision = self.router.choose(lead, reps, RoutingState(cursors), owner, now, exclude=exclude)
+        assignment_id = new_id()
+        await conn.execute(assignments.insert().values(
+            id=assignment_id, lead_id=lead_id, rep_id=decision.rep_id, team=decision.team,
+            reason=decision.reason, assigned_at=now))
+        if decision.cursor is not None and decision.team:
+            await conn.execute(upsert(conn, routing_cursors, ["team"], ["cursor", "updated_at"]),
+                               [{"team": decision.team, "cursor": decision.cursor, "updated_at": now}])
+        if decision.rep_id is None:
+            log.warning("lead %s waits in the fallback queue: %s", lead_id, decision.reason)
+            if previous is not None:  # reassignment found nobody: the lead goes back to the queue
+                await record_stage(conn, lead_id, from_stage, "mql", at=now, owner=None,
+                                   cause=f"reassignment found nobody: {decision.reason}")
+        else:
+            cause = (f"reassigned from {previous} to {decision.rep_id}: {decision.reason}" if previous
+                     else f"assigned to {decision.rep_id}: {decision.reason}")
+            await record_stage(conn, lead_id, from_stage, "sql", at=now, cause=cause, owner=decision.rep_id,
+                               team=decision.team, assigned_at=now)
+            domain = lead.get("company_domain")
+            if domain and self.config.routing.account_based:
+                await conn.execute(insert_ignore(conn, account_owners), [
+                    {"company_domain": domain, "rep_id": decision.rep_id, "since": now}])
+        await add_events(conn, ASSIGNMENTS, [Event.new(
+            LEAD_ASSIGNED, source="router", key=lead_id,
+            data=LeadAssigned(lead_id=lead_id, assignment_id=assignment_id, rep_id=decision.rep_id,
+                              team=decision.team, reason=decision.reason, assigned_at=now,
+                              previous_rep_id=previous).model_dump(mode="json"),
+        )])
+        return decision
+
+    async def _rep_states(self, conn: AsyncConnection) -> dict[str, RepState]:
+        loads: dict[str, int] = dict((await conn.execute(  # type: ignore[arg-type]
+            select(leads.c.owner, func.count()).where(leads.c.stage.in_(OPEN_STAGES), leads.c.owner.is_not(None))
+            .group_by(leads.c.owner))).all())
+        overrides = {r.rep_id: r for r in (await conn.execute(select(rep_state))).all()}
+        states = {}
+        for rep in self.config.reps:
+            o = overrides.get(rep.id)
+            states[rep.id] = RepState(
+                rep_id=rep.id, open_leads=int(loads.get(rep.id, 0)),
+                available=True if o is None or o.available is None else bool(o.available),
+                capacity=None if o is None else o.capacity)
+        return states
+
+    async def _account_owner(self, conn: AsyncConnection, lead: Mapping[str, Any]) -> str | None:
+        domain = lead.get("company_domain")
+        if not domain or not self.config.routing.account_based:
+            return None
+        return (await conn.execute(select(account_owners.c.rep_id).where(
+            account_owners.c.company_domain == domain))).scalar_one_or_none()
+
+    async def sweep_fallback_queue(self, limit: int = 50) -> int:
+        """Try again for qualified leads nobody could take (capacity freed, a rep back in office)."""
+        async with self.db.read() as conn:
+            waiting = list((await conn.execute(select(leads.c.id).where(
+                leads.c.stage == "mql", leads.c.owner.is_(None), leads.c.merged_into.is_(None))
+                .order_by(leads.c.qualified_at).limit(limit))).scalars())
+        assigned = 0
+        for lead_id in waiting:
+            async with self.db.transaction() as conn:
+                row = (await conn.execute(lock(conn, select(leads).where(leads.c.id == lead_id)))).mappings().first()
+                if row is None or row["stage"] != "mql" or row["owner"] is not None:
+                    continue
+                lead = {"fit": row["fit"], "engagement": row["engagement"], "traits": row["traits"],
+                        "email": row["email"], "company_domain": row["company_domain"]}
+                decision = await self._preview(conn, lead)
+                if decision.rep_id is None:
+                    break  # still nobody: do not fill the table with fallback rows
+                await self.assign(conn, lead_id, lead, now=utcnow())
+                assigned += 1
+        return assigned
+
+    async def _preview(self, conn: AsyncConnection, lead: Mapping[str, Any]) -> Decision:
+        reps = await self._rep_states(conn)
+        cursors = dict((await conn.execute(select(routing_cursors.c.team, routing_cursors.c.cursor))).all())
+        return self.router.choose(lead, reps, RoutingState(cursors), await self._account_owner(conn, lead), utcnow())

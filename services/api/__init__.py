@@ -1,0 +1,1 @@
+"""The read side and the sales-facing API: leads, feedback, reps, reports, dashboard, demo inbox."""

@@ -1,0 +1,1 @@
+"""HTTP plumbing shared by every service: app factory, error bodies, auth, health and metrics."""

@@ -1,0 +1,25 @@
+"""Writes to the lead state that several services make (each inside the caller's transaction).
+
+    await record_stage(conn, lead_id, "mql", "sql", at=now, cause="assigned to anna (round robin)")
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import update
+from sqlalchemy.ext.asyncio import AsyncConnection
+
+from services.db.models import leads, stage_history
+
+
+async def record_stage(conn: AsyncConnection, lead_id: str, from_stage: str | None, to_stage: str, *,
+                       at: datetime, cause: str, **lead_values: Any) -> None:
+    """Move the lead to ``to_stage`` (with any other column values) and write the history row."""
+    values: dict[str, Any] = {"stage": to_stage, "updated_at": at, **lead_values}
+    if from_stage != to_stage:
+        values["stage_changed_at"] = at
+    await conn.execute(update(leads).where(leads.c.id == lead_id).values(**values))
+    await conn.execute(stage_history.insert().values(
+        lead_id=lead_id, from_stage=from_stage, to_stage=to_stage, at=at, cause=cause[:2000]))

@@ -1,0 +1,490 @@
+"""The lead document (``GET /v1/leads/{id}``, the CRM push) and the lead list, read from the database.
+
+::
+
+    async with db.read() as conn:
+        lead = await load_lead_document(conn, "3f2a...", scoring=config.scoring)   # None: unknown id
+        ids = await find_lead_ids(conn, email=" Jane.Doe@Acme.com ")               # ["3f2a..."]
+        page, next_key = await list_lead_summaries(conn, LeadFilters(stages=("sql",)), limit=50)
+        cursor = encode_cursor(next_key) if next_key else None
+
+A merged lead (the loser of an identity merge) resolves to the lead it was merged into. The document
+is built with a fixed number of queries (lead, merged-away ids, identities, stage history, timeline,
+assignments, SLA), whatever the size of the lead, because the notifier builds one for every CRM push.
+Times are ISO 8601 strings in UTC with ``Z``.
+
+This module reads the JSON that ``scoring`` stores in ``leads.score_state`` by its keys; it never
+imports ``scoring`` (services is the kernel every service depends on, not the other way round).
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any
+
+import orjson
+from sqlalchemy import and_, func, or_, select
+from sqlalchemy.ext.asyncio import AsyncConnection
+from sqlalchemy.sql.elements import ColumnElement
+
+from services.config import Scoring
+from services.db.models import assignments, lead_identities, lead_sla, leads, stage_history, touchpoints
+from services.matchers import MatcherError, compile_when
+
+# Contract section 4. Kept here (not imported from scoring) so the read side validates filters alone.
+STAGES = ("anonymous", "known", "engaged", "mql", "sql", "contacted", "opportunity", "won", "lost",
+          "recycled", "disqualified")
+# Merge chains are short (a merge points at the winner of the moment); the bound only stops a cycle.
+MAX_MERGE_HOPS = 16
+# Trait keys the derived company_domain comes from (a fit rule on it dates from their last write).
+_COMPANY_DOMAIN_SOURCES = ("email_domain", "company_domain", "website")
+Row = Mapping[Any, Any]  # a result row's mapping
+
+
+def iso(at: datetime | None) -> str | None:
+    """``2026-11-22T10:00:00Z``: UTC with ``Z``, as every time in the API is shown."""
+    if at is None:
+        return None
+    if at.tzinfo is None:
+        at = at.replace(tzinfo=UTC)
+    return at.astimezone(UTC).isoformat().replace("+00:00", "Z")
+
+
+def normalise_email(email: str) -> str:
+    """Identity form of an email: trimmed and lower-cased (as ingest and scoring store it)."""
+    return email.strip().lower()
+
+
+def _number(value: Any) -> float:
+    try:
+        return round(float(value), 2)
+    except (TypeError, ValueError):
+        return 0.0
+
+
+# ---------------------------------------------------------------- merges and identities
+async def _resolve_row(conn: AsyncConnection, lead_id: str) -> Row | None:
+    """The lead row of ``lead_id``, following ``merged_into`` to the surviving lead."""
+    seen: set[str] = set()
+    current = lead_id
+    row: Row | None = None
+    for _ in range(MAX_MERGE_HOPS):
+        row = (await conn.execute(select(leads).where(leads.c.id == current))).mappings().first()
+        if row is None:
+            return None
+        target = row["merged_into"]
+        if not target or target in seen or target == current:
+            return row
+        seen.add(current)
+        current = target
+    return row
+
+
+async def resolve_lead_ids(conn: AsyncConnection, lead_ids: Iterable[str]) -> list[str]:
+    """Each id replaced by the lead it was merged into (if any); unknown ids dropped; order kept, deduped."""
+    wanted = list(dict.fromkeys(lead_ids))
+    final: dict[str, str] = {}
+    pending = {lead_id: lead_id for lead_id in wanted}  # original -> current hop
+    for _ in range(MAX_MERGE_HOPS):
+        if not pending:
+            break
+        rows = (await conn.execute(
+            select(leads.c.id, leads.c.merged_into).where(leads.c.id.in_(set(pending.values())))
+        )).all()
+        merged = {row.id: row.merged_into for row in rows}
+        next_pending = {}
+        for original, current in pending.items():
+            if current not in merged:
+                continue  # unknown id
+            target = merged[current]
+            if target and target != current:
+                next_pending[original] = target
+            else:
+                final[original] = current
+        pending = next_pending
+    return list(dict.fromkeys(final[i] for i in wanted if i in final))
+
+
+async def _merged_away(conn: AsyncConnection, winner: str) -> list[str]:
+    """Ids of the leads merged into ``winner`` (directly or through a chain)."""
+    found: list[str] = []
+    frontier = [winner]
+    for _ in range(MAX_MERGE_HOPS):
+        query = select(leads.c.id).where(leads.c.merged_into.in_(frontier))
+        rows = (await conn.execute(query)).scalars().all()
+        frontier = [r for r in rows if r not in found and r != winner]
+        if not frontier:
+            break
+        found += frontier
+    return found
+
+
+async def find_lead_ids(
+    conn: AsyncConnection,
+    *,
+    email: str | None = None,
+    user_id: str | None = None,
+    anonymous_id: str | None = None,
+) -> list[str]:
+    """Leads known by any of the given identities (emails normalised), merged ids resolved, deduped."""
+    wanted = [("email", normalise_email(email) if email else ""), ("user", (user_id or "").strip()),
+              ("anon", (anonymous_id or "").strip())]
+    conditions = [and_(lead_identities.c.kind == kind, lead_identities.c.value == value)
+                  for kind, value in wanted if value]
+    if not conditions:
+        return []
+    ids = (await conn.execute(
+        select(lead_identities.c.lead_id).where(or_(*conditions)).order_by(lead_identities.c.linked_at)
+    )).scalars().all()
+    if not ids and email is not None and normalise_email(email):
+        # A lead whose primary email was recorded before any identity row (or by an older writer).
+        ids = (await conn.execute(
+            select(leads.c.id).where(leads.c.email == normalise_email(email))
+        )).scalars().all()
+    return await resolve_lead_ids(conn, ids)
+
+
+# ---------------------------------------------------------------- score breakdown
+def _trait_keys(when: Mapping[str, Any]) -> tuple[str, ...]:
+    keys: list[str] = []
+    for path in when:
+        head, _, rest = str(path).partition(".")
+        if head == "traits" and rest:
+            key = rest.split(".", 1)[0]
+            keys += _COMPANY_DOMAIN_SOURCES if key == "company_domain" else [key]
+    return tuple(dict.fromkeys(keys))
+
+
+def _stamp_time(stamp: Any) -> str | None:
+    """A ``traits_at`` stamp ``[at, event_id]`` -> its time, shown as ISO."""
+    if isinstance(stamp, list | tuple) and stamp and isinstance(stamp[0], str):
+        try:
+            return iso(datetime.fromisoformat(stamp[0]))
+        except ValueError:
+            return None
+    return None
+
+
+def fit_lines(
+    scoring: Scoring, traits: Mapping[str, Any], traits_at: Mapping[str, Any]
+) -> list[dict[str, Any]]:
+    """The fit rules that hold for ``traits``, in config order, each dated by the last write of the
+    traits it reads (the same lines scoring counts into ``leads.fit``)."""
+    lines = []
+    data = {"traits": dict(traits)}
+    for rule in scoring.fit:
+        try:
+            matches = compile_when(rule.when)(data)
+        except MatcherError:
+            continue  # the config was validated at load; a rule that cannot compile never matched
+        if not matches:
+            continue
+        stamps = [t for t in (_stamp_time(traits_at.get(k)) for k in _trait_keys(rule.when)) if t]
+        lines.append({"rule": rule.name, "kind": "fit", "points": _number(rule.points),
+                      "at": max(stamps) if stamps else None, "event_id": None})
+    return lines
+
+
+def score_breakdown(
+    score_state: Any, traits: Mapping[str, Any], scoring: Scoring | None = None
+) -> list[dict[str, Any]]:
+    """``[{rule, kind, points, at, event_id}]``: fit lines first, then engagement items oldest first.
+
+    ``score_state`` is scoring's ``LeadScoreState.to_json()`` (``engagement_items`` with configured,
+    undecayed points). Fit lines come from a stored ``fit_items`` list when scoring keeps one, else
+    are evaluated from ``scoring`` (the config) against the traits, else are left out.
+    """
+    state = score_state if isinstance(score_state, Mapping) else {}
+    stored = state.get("breakdown")
+    if isinstance(stored, list):
+        return [dict(line) for line in stored if isinstance(line, Mapping)]
+    lines: list[dict[str, Any]] = []
+    stored_fit = state.get("fit_items")
+    if isinstance(stored_fit, list):
+        lines += [{"rule": f.get("rule"), "kind": "fit", "points": _number(f.get("points")),
+                   "at": f.get("at"), "event_id": None} for f in stored_fit if isinstance(f, Mapping)]
+    elif scoring is not None:
+        traits_at = state.get("traits_at")
+        lines += fit_lines(scoring, traits, traits_at if isinstance(traits_at, Mapping) else {})
+    for item in state.get("engagement_items") or []:
+        if not isinstance(item, Mapping):
+            continue
+        at = item.get("at")
+        if isinstance(at, str):
+            try:
+                at = iso(datetime.fromisoformat(at))
+            except ValueError:
+                pass
+        lines.append({"rule": item.get("rule"), "kind": "engagement", "points": _number(item.get("points")),
+                      "at": at, "event_id": item.get("event_id")})
+    return lines
+
+
+# ---------------------------------------------------------------- the document
+def _touchpoint(row: Row) -> dict[str, Any]:
+    payload = row["payload"] if isinstance(row["payload"], Mapping) else {}
+    properties = payload.get("properties")
+    traits = payload.get("traits")
+    return {
+        "event_id": row["event_id"],
+        "type": row["type"],
+        "occurred_at": iso(row["occurred_at"]),
+        "source": row["source"],
+        "campaign": row["campaign"],
+        "properties": properties if isinstance(properties, Mapping) else {},
+        "traits": traits if isinstance(traits, Mapping) else {},
+        "email": payload.get("email"),
+        "user_id": payload.get("user_id"),
+        "anonymous_id": payload.get("anonymous_id"),
+    }
+
+
+def _assignment(row: Row) -> dict[str, Any]:
+    return {
+        "assignment_id": row["id"],
+        "rep_id": row["rep_id"],
+        "team": row["team"],
+        "reason": row["reason"],
+        "assigned_at": iso(row["assigned_at"]),
+        "ended_at": iso(row["ended_at"]),
+        "end_reason": row["end_reason"],
+    }
+
+
+async def load_lead_document(
+    conn: AsyncConnection,
+    lead_id: str,
+    *,
+    timeline_limit: int = 500,
+    scoring: Scoring | None = None,
+) -> dict[str, Any] | None:
+    """The contract's lead document, or None when no lead has this id.
+
+    ``timeline_limit`` keeps the newest touchpoints (shown oldest first, newest last);
+    ``touchpoints_total`` says how many there are. Pass ``scoring=config.scoring`` to list the fit
+    rules in the breakdown (the stored score state holds engagement items only).
+    """
+    row = await _resolve_row(conn, lead_id)
+    if row is None:
+        return None
+    winner = row["id"]
+    merged_from = await _merged_away(conn, winner)
+    own_ids = [winner, *merged_from]
+
+    identity_rows = (await conn.execute(
+        select(lead_identities.c.kind, lead_identities.c.value)
+        .where(lead_identities.c.lead_id.in_(own_ids))
+        .order_by(lead_identities.c.linked_at, lead_identities.c.value)
+    )).all()
+    by_kind: dict[str, list[str]] = {"email": [], "user": [], "anon": []}
+    for kind, value in identity_rows:
+        if kind in by_kind and value not in by_kind[kind]:
+            by_kind[kind].append(value)
+    primary = row["email"]
+    if primary:
+        by_kind["email"] = [primary, *(e for e in by_kind["email"] if e != primary)]
+
+    history_rows = (await conn.execute(
+        select(stage_history).where(stage_history.c.lead_id == winner)
+        .order_by(stage_history.c.at, stage_history.c.id)
+    )).mappings().all()
+
+    limit = max(1, timeline_limit)
+    timeline_rows = list((await conn.execute(
+        select(touchpoints).where(touchpoints.c.lead_id.in_(own_ids))
+        .order_by(touchpoints.c.occurred_at.desc(), touchpoints.c.event_id.desc())
+        .limit(limit)
+    )).mappings().all())
+    timeline_rows.reverse()
+    total_touchpoints = len(timeline_rows)
+    if total_touchpoints >= limit:
+        total_touchpoints = (await conn.execute(
+            select(func.count()).select_from(touchpoints).where(touchpoints.c.lead_id.in_(own_ids))
+        )).scalar_one()
+
+    assignment_rows = (await conn.execute(
+        select(assignments).where(assignments.c.lead_id == winner)
+        .order_by(assignments.c.assigned_at, assignments.c.id)
+    )).mappings().all()
+    current = next((a for a in reversed(assignment_rows) if a["ended_at"] is None), None)
+
+    sla_row = (await conn.execute(select(lead_sla).where(lead_sla.c.lead_id == winner))).mappings().first()
+
+    traits = row["traits"] if isinstance(row["traits"], Mapping) else {}
+    assignment = None
+    if current is not None:
+        assignment = {k: v for k, v in _assignment(current).items() if k not in ("ended_at", "end_reason")}
+    sla = None
+    if sla_row is not None:
+        sla = {
+            "due_at": iso(sla_row["due_at"]),
+            "state": sla_row["state"],
+            "reminders_sent": sla_row["reminders_sent"],
+            "breached_at": iso(sla_row["breached_at"]),
+            "assignment_id": sla_row["assignment_id"],
+            "rep_id": sla_row["rep_id"],
+            "started_at": iso(sla_row["started_at"]),
+            "stopped_at": iso(sla_row["stopped_at"]),
+        }
+    return {
+        "id": winner,
+        "email": primary,
+        "emails": by_kind["email"],
+        "user_ids": by_kind["user"],
+        "anonymous_ids": by_kind["anon"],
+        "company_domain": row["company_domain"],
+        "traits": dict(traits),
+        "score": {
+            "fit": _number(row["fit"]),
+            "engagement": _number(row["engagement"]),
+            "total": _number(row["total"]),
+            "breakdown": score_breakdown(row["score_state"], traits, scoring),
+        },
+        "stage": row["stage"],
+        "stage_changed_at": iso(row["stage_changed_at"]),
+        "stage_history": [
+            {"from": h["from_stage"], "to": h["to_stage"], "at": iso(h["at"]), "cause": h["cause"]}
+            for h in history_rows
+        ],
+        "touchpoints": [_touchpoint(t) for t in timeline_rows],
+        "touchpoints_total": total_touchpoints,
+        "assignment": assignment,
+        "assignment_history": [_assignment(a) for a in assignment_rows],
+        "sla": sla,
+        "owner": row["owner"],
+        "team": row["team"],
+        "source": row["source"],
+        "campaign": row["campaign"],
+        "created_at": iso(row["created_at"]),
+        "updated_at": iso(row["updated_at"]),
+        "qualified_at": iso(row["qualified_at"]),
+        "assigned_at": iso(row["assigned_at"]),
+        "contacted_at": iso(row["contacted_at"]),
+        "merged_into": row["merged_into"],
+        "merged_from": merged_from,
+    }
+
+
+# ---------------------------------------------------------------- lists
+@dataclass(frozen=True)
+class LeadFilters:
+    """What a lead list is narrowed by; ``*_from`` bounds are inclusive, ``*_to`` exclusive."""
+
+    stages: tuple[str, ...] = ()
+    owner: str | None = None
+    team: str | None = None
+    source: str | None = None
+    campaign: str | None = None
+    created_from: datetime | None = None
+    created_to: datetime | None = None
+    qualified_from: datetime | None = None
+    qualified_to: datetime | None = None
+    ids: tuple[str, ...] | None = None  # only these leads (an identity lookup)
+
+    def conditions(self) -> list[ColumnElement[bool]]:
+        where: list[ColumnElement[bool]] = [leads.c.merged_into.is_(None)]
+        if self.stages:
+            where.append(leads.c.stage.in_(self.stages))
+        for column, value in ((leads.c.owner, self.owner), (leads.c.team, self.team),
+                              (leads.c.source, self.source), (leads.c.campaign, self.campaign)):
+            if value is not None:
+                where.append(column == value)
+        if self.created_from is not None:
+            where.append(leads.c.created_at >= self.created_from)
+        if self.created_to is not None:
+            where.append(leads.c.created_at < self.created_to)
+        if self.qualified_from is not None:
+            where.append(leads.c.qualified_at >= self.qualified_from)
+        if self.qualified_to is not None:
+            where.append(leads.c.qualified_at < self.qualified_to)
+        if self.ids is not None:
+            where.append(leads.c.id.in_(self.ids))
+        return where
+
+
+@dataclass(frozen=True)
+class PageKey:
+    """Where a page ends: lists are ordered newest first by (created_at, id)."""
+
+    created_at: datetime
+    id: str
+
+
+def encode_cursor(key: PageKey) -> str:
+    """An opaque, URL-safe cursor for the page after ``key``."""
+    raw = orjson.dumps({"c": key.created_at.astimezone(UTC).isoformat(), "i": key.id})
+    return base64.urlsafe_b64encode(raw).decode().rstrip("=")
+
+
+def decode_cursor(cursor: str) -> PageKey:
+    """Read a cursor made by :func:`encode_cursor`; ``ValueError`` for anything else."""
+    try:
+        raw = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4))
+        data = orjson.loads(raw)
+        created = datetime.fromisoformat(data["c"])
+        lead_id = data["i"]
+    except (binascii.Error, ValueError, TypeError, KeyError, orjson.JSONDecodeError):
+        raise ValueError("the cursor is not one this API issued; use next_cursor from the previous page "
+                         "as it is, or leave it out to start from the first page") from None
+    if not isinstance(lead_id, str) or created.tzinfo is None:
+        raise ValueError("the cursor is not one this API issued; leave it out to start from the first page")
+    return PageKey(created.astimezone(UTC), lead_id)
+
+
+def lead_summary(row: Row) -> dict[str, Any]:
+    """One item of a lead list (the whole document is at ``GET /v1/leads/{id}``)."""
+    return {
+        "id": row["id"],
+        "email": row["email"],
+        "company_domain": row["company_domain"],
+        "stage": row["stage"],
+        "owner": row["owner"],
+        "team": row["team"],
+        "score": {"fit": _number(row["fit"]), "engagement": _number(row["engagement"]),
+                  "total": _number(row["total"])},
+        "source": row["source"],
+        "campaign": row["campaign"],
+        "created_at": iso(row["created_at"]),
+        "qualified_at": iso(row["qualified_at"]),
+        "assigned_at": iso(row["assigned_at"]),
+        "contacted_at": iso(row["contacted_at"]),
+        "stage_changed_at": iso(row["stage_changed_at"]),
+    }
+
+
+_SUMMARY_COLUMNS: Sequence[Any] = (
+    leads.c.id, leads.c.email, leads.c.company_domain, leads.c.stage, leads.c.owner, leads.c.team,
+    leads.c.fit, leads.c.engagement, leads.c.total, leads.c.source, leads.c.campaign, leads.c.created_at,
+    leads.c.qualified_at, leads.c.assigned_at, leads.c.contacted_at, leads.c.stage_changed_at,
+)
+
+
+async def _page_rows(
+    conn: AsyncConnection, filters: LeadFilters, *, limit: int, after: PageKey | None = None
+) -> tuple[list[Row], PageKey | None]:
+    """Up to ``limit`` summary rows matching ``filters`` after ``after``, and the key of the next page
+    (None on the last page). Keyset pagination: stable while leads are added, O(limit) per page."""
+    where = filters.conditions()
+    if after is not None:
+        where.append(or_(leads.c.created_at < after.created_at,
+                         and_(leads.c.created_at == after.created_at, leads.c.id < after.id)))
+    rows = (await conn.execute(
+        select(*_SUMMARY_COLUMNS).where(*where)
+        .order_by(leads.c.created_at.desc(), leads.c.id.desc())
+        .limit(limit + 1)
+    )).mappings().all()
+    page: list[Row] = list(rows[:limit])
+    next_key = PageKey(page[-1]["created_at"], page[-1]["id"]) if len(rows) > limit and page else None
+    return page, next_key
+
+
+async def list_lead_summaries(
+    conn: AsyncConnection, filters: LeadFilters, *, limit: int, after: PageKey | None = None
+) -> tuple[list[dict[str, Any]], PageKey | None]:
+    """A page of :func:`lead_summary` items and the key of the next page (None on the last)."""
+    rows, next_key = await _page_rows(conn, filters, limit=limit, after=after)
+    return [lead_summary(r) for r in rows], next_key
