@@ -25,9 +25,9 @@ from dataclasses import dataclass
 from typing import Any
 
 from router.explain import describe_when, fmt_number
-from scoring.stages import STAGES
 from services import config as cfg
 from services.matchers import Predicate, compile_when
+from services.stages import STAGES
 
 NURTURE_STAGES = frozenset({"anonymous", "known", "engaged", "recycled"})  # may become MQL
 OWNED_STAGES = frozenset({"sql", "contacted", "opportunity", "won", "lost"})  # a rep has the lead

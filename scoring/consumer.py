@@ -276,6 +276,7 @@ class _Batch:
             "id": work.id, "stage": work.stage, "email": work.email,
             "company_domain": work.state.company_domain, "fit": score.fit, "engagement": score.engagement,
             "total": score.total, "traits": dict(work.state.traits), "score_state": work.state.to_json(),
+            "score": score.to_json(),
             "source": work.source, "campaign": work.campaign, "merged_into": work.merged_into,
             "updated_at": self.now,
         }

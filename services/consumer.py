@@ -80,6 +80,7 @@ class ConsumerRunner:
         self.consumer = bus.consumer(handler.group, handler.topics)
         self.handled = 0
         self.dead_lettered = 0
+        self._topic_of: dict[str, str] = {}
 
     async def run(self, stop: asyncio.Event) -> None:
         await self._start(stop)
@@ -114,9 +115,11 @@ class ConsumerRunner:
         """Handle and commit one batch. Runs to the end even when ``stop`` is set (finish the batch)."""
         group = self.handler.group
         events: list[Event] = []
+        self._topic_of = {}
         for message in messages:
             try:
                 events.append(message.event())
+                self._topic_of[events[-1].id] = message.topic
             except (ValueError, TypeError) as exc:
                 await self._dead_letter_message(message, f"malformed message: {exc}")
         try:
@@ -169,7 +172,8 @@ class ConsumerRunner:
         log.error("%s: dead-lettering event %s: %s", self.handler.group, event.id, error)
         log.debug("%s", "".join(traceback.format_exception(exc)))
         await self._store(origin=f"consumer:{self.handler.group}", error=error,
-                          payload=event.model_dump(mode="json"), topic=self.handler.topics[0], key=event.key,
+                          payload=event.model_dump(mode="json"),
+                          topic=self._topic_of.get(event.id, self.handler.topics[0]), key=event.key,
                           event_id=event.id)
 
     async def _dead_letter_message(self, message: Message, error: str) -> None:

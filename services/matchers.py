@@ -33,7 +33,8 @@ def lookup(data: Mapping[str, Any], dotted: str) -> Any:
     """Value at ``a.b.c`` in nested mappings, or the module's ``_MISSING`` sentinel."""
     current: Any = data
     for part in dotted.split("."):
-        if isinstance(current, Mapping) and part in current:
+        # ``type is dict`` first: the abstract-class check is the slow path of every rule evaluation.
+        if (type(current) is dict or isinstance(current, Mapping)) and part in current:
             current = current[part]
         else:
             return _MISSING

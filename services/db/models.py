@@ -106,7 +106,9 @@ leads = Table(
     Column("engagement", Float, nullable=False, default=0),
     Column("total", Float, nullable=False, default=0),
     Column("traits", JsonType, nullable=False),
-    Column("score_state", JsonType, nullable=False),
+    Column("score_state", JsonType, nullable=False),  # the scoring fold (scoring.state.LeadScoreState)
+    # The score as of the last scoring: {fit, engagement, total, breakdown: [...]} (the lead document's).
+    Column("score", JsonType, nullable=True),
     Column("source", String(100), nullable=True, index=True),  # first-touch source
     Column("campaign", String(200), nullable=True, index=True),  # first-touch campaign
     Column("owner", String(100), nullable=True, index=True),  # assigned rep

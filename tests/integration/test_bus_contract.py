@@ -59,7 +59,7 @@ async def test_uncommitted_batch_is_redelivered_after_a_crash(bus: Bus) -> None:
     by_partition: dict[int, list[Message]] = defaultdict(list)
     for m in seen:
         by_partition[m.partition].append(m)
-    partition, msgs = sorted(by_partition.items())[0]
+    _, msgs = sorted(by_partition.items())[0]
     committed = msgs[: len(msgs) // 2]
     await first.commit(committed)
     if hasattr(first, "_consumer"):  # Kafka: a dead member's session is dropped when its socket closes

@@ -2,7 +2,7 @@
 
 Revision ID: 0001
 Revises:
-Create Date: 2026-11-23 15:27:18.945198
+Create Date: 2026-11-23 15:41:17.250124
 """
 
 from __future__ import annotations
@@ -51,9 +51,7 @@ def upgrade() -> None:
         sa.Column("key", sa.String(length=500), nullable=False),
         sa.Column("value", sa.LargeBinary(), nullable=False),
         sa.Column(
-            "headers",
-            sa.JSON().with_variant(postgresql.JSONB(astext_type=sa.Text()), "postgresql"),
-            nullable=False,
+            "headers", sa.JSON().with_variant(postgresql.JSONB(astext_type=sa.Text()), "postgresql"), nullable=False
         ),
         sa.Column("created_at", services.db.types.UtcDateTime(timezone=True), nullable=False),
         sa.PrimaryKeyConstraint("topic", "partition", "offset", name=op.f("pk_bus_log")),
@@ -84,17 +82,13 @@ def upgrade() -> None:
     )
     op.create_table(
         "dead_letters",
-        sa.Column(
-            "id", sa.BigInteger().with_variant(sa.Integer(), "sqlite"), autoincrement=True, nullable=False
-        ),
+        sa.Column("id", sa.BigInteger().with_variant(sa.Integer(), "sqlite"), autoincrement=True, nullable=False),
         sa.Column("origin", sa.String(length=200), nullable=False),
         sa.Column("topic", sa.String(length=200), nullable=True),
         sa.Column("key", sa.String(length=500), nullable=True),
         sa.Column("event_id", sa.String(length=200), nullable=True),
         sa.Column(
-            "payload",
-            sa.JSON().with_variant(postgresql.JSONB(astext_type=sa.Text()), "postgresql"),
-            nullable=False,
+            "payload", sa.JSON().with_variant(postgresql.JSONB(astext_type=sa.Text()), "postgresql"), nullable=False
         ),
         sa.Column("error", sa.Text(), nullable=False),
         sa.Column("created_at", services.db.types.UtcDateTime(timezone=True), nullable=False),
@@ -107,18 +101,14 @@ def upgrade() -> None:
 
     op.create_table(
         "deliveries",
-        sa.Column(
-            "id", sa.BigInteger().with_variant(sa.Integer(), "sqlite"), autoincrement=True, nullable=False
-        ),
+        sa.Column("id", sa.BigInteger().with_variant(sa.Integer(), "sqlite"), autoincrement=True, nullable=False),
         sa.Column("target", sa.String(length=50), nullable=False),
         sa.Column("order_key", sa.String(length=200), nullable=False),
         sa.Column("idempotency_key", sa.String(length=300), nullable=False),
         sa.Column("kind", sa.String(length=50), nullable=False),
         sa.Column("lead_id", sa.String(length=64), nullable=True),
         sa.Column(
-            "payload",
-            sa.JSON().with_variant(postgresql.JSONB(astext_type=sa.Text()), "postgresql"),
-            nullable=False,
+            "payload", sa.JSON().with_variant(postgresql.JSONB(astext_type=sa.Text()), "postgresql"), nullable=False
         ),
         sa.Column("status", sa.String(length=16), nullable=False),
         sa.Column("attempts", sa.Integer(), nullable=False),
@@ -136,19 +126,13 @@ def upgrade() -> None:
 
     op.create_table(
         "demo_inbox",
-        sa.Column(
-            "id", sa.BigInteger().with_variant(sa.Integer(), "sqlite"), autoincrement=True, nullable=False
-        ),
+        sa.Column("id", sa.BigInteger().with_variant(sa.Integer(), "sqlite"), autoincrement=True, nullable=False),
         sa.Column("channel", sa.String(length=50), nullable=False),
         sa.Column(
-            "headers",
-            sa.JSON().with_variant(postgresql.JSONB(astext_type=sa.Text()), "postgresql"),
-            nullable=False,
+            "headers", sa.JSON().with_variant(postgresql.JSONB(astext_type=sa.Text()), "postgresql"), nullable=False
         ),
         sa.Column(
-            "body",
-            sa.JSON().with_variant(postgresql.JSONB(astext_type=sa.Text()), "postgresql"),
-            nullable=False,
+            "body", sa.JSON().with_variant(postgresql.JSONB(astext_type=sa.Text()), "postgresql"), nullable=False
         ),
         sa.Column("received_at", services.db.types.UtcDateTime(timezone=True), nullable=False),
         sa.PrimaryKeyConstraint("id", name=op.f("pk_demo_inbox")),
@@ -158,9 +142,7 @@ def upgrade() -> None:
 
     op.create_table(
         "feedback",
-        sa.Column(
-            "id", sa.BigInteger().with_variant(sa.Integer(), "sqlite"), autoincrement=True, nullable=False
-        ),
+        sa.Column("id", sa.BigInteger().with_variant(sa.Integer(), "sqlite"), autoincrement=True, nullable=False),
         sa.Column("lead_id", sa.String(length=64), nullable=False),
         sa.Column("type", sa.String(length=20), nullable=False),
         sa.Column("rep_id", sa.String(length=100), nullable=True),
@@ -192,9 +174,7 @@ def upgrade() -> None:
 
     op.create_table(
         "lead_merges",
-        sa.Column(
-            "id", sa.BigInteger().with_variant(sa.Integer(), "sqlite"), autoincrement=True, nullable=False
-        ),
+        sa.Column("id", sa.BigInteger().with_variant(sa.Integer(), "sqlite"), autoincrement=True, nullable=False),
         sa.Column("winner_id", sa.String(length=64), nullable=False),
         sa.Column("loser_id", sa.String(length=64), nullable=False),
         sa.Column("at", services.db.types.UtcDateTime(timezone=True), nullable=False),
@@ -229,14 +209,13 @@ def upgrade() -> None:
         sa.Column("engagement", sa.Float(), nullable=False),
         sa.Column("total", sa.Float(), nullable=False),
         sa.Column(
-            "traits",
-            sa.JSON().with_variant(postgresql.JSONB(astext_type=sa.Text()), "postgresql"),
-            nullable=False,
+            "traits", sa.JSON().with_variant(postgresql.JSONB(astext_type=sa.Text()), "postgresql"), nullable=False
         ),
         sa.Column(
-            "score_state",
-            sa.JSON().with_variant(postgresql.JSONB(astext_type=sa.Text()), "postgresql"),
-            nullable=False,
+            "score_state", sa.JSON().with_variant(postgresql.JSONB(astext_type=sa.Text()), "postgresql"), nullable=False
+        ),
+        sa.Column(
+            "score", sa.JSON().with_variant(postgresql.JSONB(astext_type=sa.Text()), "postgresql"), nullable=True
         ),
         sa.Column("source", sa.String(length=100), nullable=True),
         sa.Column("campaign", sa.String(length=200), nullable=True),
@@ -265,9 +244,7 @@ def upgrade() -> None:
 
     op.create_table(
         "outbox",
-        sa.Column(
-            "id", sa.BigInteger().with_variant(sa.Integer(), "sqlite"), autoincrement=True, nullable=False
-        ),
+        sa.Column("id", sa.BigInteger().with_variant(sa.Integer(), "sqlite"), autoincrement=True, nullable=False),
         sa.Column("topic", sa.String(length=200), nullable=False),
         sa.Column("key", sa.String(length=500), nullable=False),
         sa.Column("event_id", sa.String(length=200), nullable=False),
@@ -275,9 +252,7 @@ def upgrade() -> None:
         sa.Column("source", sa.String(length=200), nullable=False),
         sa.Column("time", services.db.types.UtcDateTime(timezone=True), nullable=False),
         sa.Column(
-            "data",
-            sa.JSON().with_variant(postgresql.JSONB(astext_type=sa.Text()), "postgresql"),
-            nullable=False,
+            "data", sa.JSON().with_variant(postgresql.JSONB(astext_type=sa.Text()), "postgresql"), nullable=False
         ),
         sa.PrimaryKeyConstraint("id", name=op.f("pk_outbox")),
     )
@@ -300,18 +275,14 @@ def upgrade() -> None:
         "routing_cursors",
         sa.Column("team", sa.String(length=100), nullable=False),
         sa.Column(
-            "cursor",
-            sa.JSON().with_variant(postgresql.JSONB(astext_type=sa.Text()), "postgresql"),
-            nullable=True,
+            "cursor", sa.JSON().with_variant(postgresql.JSONB(astext_type=sa.Text()), "postgresql"), nullable=True
         ),
         sa.Column("updated_at", services.db.types.UtcDateTime(timezone=True), nullable=False),
         sa.PrimaryKeyConstraint("team", name=op.f("pk_routing_cursors")),
     )
     op.create_table(
         "score_history",
-        sa.Column(
-            "id", sa.BigInteger().with_variant(sa.Integer(), "sqlite"), autoincrement=True, nullable=False
-        ),
+        sa.Column("id", sa.BigInteger().with_variant(sa.Integer(), "sqlite"), autoincrement=True, nullable=False),
         sa.Column("lead_id", sa.String(length=64), nullable=False),
         sa.Column("at", services.db.types.UtcDateTime(timezone=True), nullable=False),
         sa.Column("fit", sa.Float(), nullable=False),
@@ -325,9 +296,7 @@ def upgrade() -> None:
 
     op.create_table(
         "sla_timers",
-        sa.Column(
-            "id", sa.BigInteger().with_variant(sa.Integer(), "sqlite"), autoincrement=True, nullable=False
-        ),
+        sa.Column("id", sa.BigInteger().with_variant(sa.Integer(), "sqlite"), autoincrement=True, nullable=False),
         sa.Column("lead_id", sa.String(length=64), nullable=False),
         sa.Column("assignment_id", sa.String(length=64), nullable=False),
         sa.Column("rep_id", sa.String(length=100), nullable=True),
@@ -345,9 +314,7 @@ def upgrade() -> None:
 
     op.create_table(
         "stage_history",
-        sa.Column(
-            "id", sa.BigInteger().with_variant(sa.Integer(), "sqlite"), autoincrement=True, nullable=False
-        ),
+        sa.Column("id", sa.BigInteger().with_variant(sa.Integer(), "sqlite"), autoincrement=True, nullable=False),
         sa.Column("lead_id", sa.String(length=64), nullable=False),
         sa.Column("from_stage", sa.String(length=32), nullable=True),
         sa.Column("to_stage", sa.String(length=32), nullable=False),
@@ -368,9 +335,7 @@ def upgrade() -> None:
         sa.Column("source", sa.String(length=100), nullable=False),
         sa.Column("campaign", sa.String(length=200), nullable=True),
         sa.Column(
-            "payload",
-            sa.JSON().with_variant(postgresql.JSONB(astext_type=sa.Text()), "postgresql"),
-            nullable=False,
+            "payload", sa.JSON().with_variant(postgresql.JSONB(astext_type=sa.Text()), "postgresql"), nullable=False
         ),
         sa.PrimaryKeyConstraint("event_id", name=op.f("pk_touchpoints")),
     )

@@ -1,0 +1,186 @@
+"""The delivery worker: sends ``deliveries`` rows (CRM pushes, alerts) with retries, in order per lead.
+
+    worker = DeliveryWorker(db, config, client)      # client: an httpx.AsyncClient made at bootstrap
+    await worker.run(stop)
+
+A row is claimed by moving its ``next_attempt_at`` past the send's timeout (a lease) in a short
+transaction, then sent outside any transaction, then its result is recorded:
+
+- 2xx: delivered. 5xx, 408, 429 (``Retry-After`` honoured) and network errors/timeouts: retried with
+  exponential backoff and jitter, up to ``crm.max_attempts``. Other 4xx (and exhausted retries): dead
+  -- a ``dead_letters`` row, and a ``dead_letter`` alert -- at once.
+- Only the oldest pending row of a (target, lead) is eligible, so pushes for one lead arrive in order.
+- A per-target circuit breaker stops calling a CRM that keeps failing; its rows wait, none is lost.
+- A worker killed mid-send leaves the row pending: once the lease runs out it is sent again with the
+  same ``Idempotency-Key``, so the receiver can drop the repeat.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import random
+from datetime import datetime, timedelta
+from typing import Any
+
+import httpx
+from prometheus_client import Counter
+from sqlalchemy import and_, exists, select, update
+from sqlalchemy.ext.asyncio import AsyncConnection
+from sqlalchemy.orm import aliased
+
+from notifier.alerts import alert_requests
+from notifier.alerts import dead_letter as dead_letter_alert
+from notifier.crm import LeadDocumentError, MissingSecret, OutboundRequest, build_crm_requests, send_sequence
+from notifier.queue import CRM_TARGET, alert_from_json, enqueue_alert
+from notifier.retry import CircuitBreaker, RetryPolicy, decide
+from services.config import HandoffConfig
+from services.db.database import Database
+from services.db.dialect import claim
+from services.db.models import deliveries
+from services.dead_letters import store_dead_letter
+from services.events import utcnow
+from services.leads import load_lead_document
+
+log = logging.getLogger(__name__)
+OUTCOMES = Counter("handoff_deliveries_total", "Delivery attempts by target and outcome", ["target", "outcome"])
+
+
+class Permanent(Exception):
+    """The delivery can never succeed as it stands (missing secret, lead gone): dead-letter it."""
+
+
+class DeliveryWorker:
+    def __init__(self, db: Database, config: HandoffConfig, client: httpx.AsyncClient, *,
+                 batch: int = 32, idle: float = 0.2, policy: RetryPolicy | None = None,
+                 breaker: CircuitBreaker | None = None, environ: dict[str, str] | None = None) -> None:
+        self.db = db
+        self.config = config
+        self.client = client
+        self.batch = batch
+        self.idle = idle
+        max_attempts = config.crm.max_attempts if config.crm else 12
+        self.policy = policy or RetryPolicy(max_attempts=max_attempts)
+        self.timeout = config.crm.timeout_seconds if config.crm else 10.0
+        self._breaker_template = breaker or CircuitBreaker()
+        self.breakers: dict[str, CircuitBreaker] = {}
+        self.environ = environ
+        self._random = random.Random()
+
+    async def run(self, stop: asyncio.Event) -> None:
+        while not stop.is_set():
+            try:
+                sent = await self.run_once()
+            except Exception as exc:  # database away: rows wait in the table
+                log.warning("delivery worker: %s", exc)
+                sent = 0
+            if sent == 0:
+                try:
+                    await asyncio.wait_for(stop.wait(), self.idle)
+                except TimeoutError:
+                    pass
+
+    def _breaker(self, target: str) -> CircuitBreaker:
+        return self.breakers.get(target, self._breaker_template)
+
+    async def run_once(self) -> int:
+        now = utcnow()
+        rows = await self._claim(now)
+        if rows:
+            await asyncio.gather(*(self._deliver(row) for row in rows))
+        return len(rows)
+
+    async def _claim(self, now: datetime) -> list[dict[str, Any]]:
+        blocked = [t for t in {CRM_TARGET, "alert:webhook", "alert:slack", "alert:pagerduty"}
+                   if not self._breaker(t).allows(now)]
+        earlier = aliased(deliveries)
+        head_of_line = ~exists().where(and_(
+            earlier.c.target == deliveries.c.target, earlier.c.order_key == deliveries.c.order_key,
+            earlier.c.status == "pending", earlier.c.id < deliveries.c.id))
+        query = select(deliveries).where(
+            deliveries.c.status == "pending", deliveries.c.next_attempt_at <= now, head_of_line)
+        if blocked:
+            query = query.where(deliveries.c.target.not_in(blocked))
+        query = query.order_by(deliveries.c.next_attempt_at, deliveries.c.id).limit(self.batch)
+        lease = now + timedelta(seconds=self.timeout * 3 + 5)
+        async with self.db.transaction() as conn:
+            rows = [dict(r) for r in (await conn.execute(claim(conn, query))).mappings().all()]
+            if rows:
+                await conn.execute(update(deliveries).where(deliveries.c.id.in_([r["id"] for r in rows]))
+                                   .values(next_attempt_at=lease))
+        for target in {r["target"] for r in rows}:
+            self.breakers[target] = self._breaker(target).trial_started(now)
+        return rows
+
+    async def _deliver(self, row: dict[str, Any]) -> None:
+        attempt = row["attempts"] + 1
+        try:
+            requests = await self._requests(row)
+        except Permanent as exc:
+            await self._record(row, attempt, "dead", None, str(exc), None)
+            return
+        result = await send_sequence(self.client, requests, timeout=self.timeout)
+        now = utcnow()
+        outcome = decide(self.policy, attempt, result.status, result.error, result.retry_after, now,
+                         self._random.random())
+        if outcome.verdict != "dead" or result.status is None or result.status >= 500:
+            self.breakers[row["target"]] = self._breaker(row["target"]).record(outcome.verdict == "delivered", now)
+        OUTCOMES.labels(row["target"], outcome.verdict).inc()
+        await self._record(row, attempt, outcome.verdict, result.status, outcome.reason, outcome.retry_at)
+
+    async def _requests(self, row: dict[str, Any]) -> list[OutboundRequest]:
+        environ = self.environ if self.environ is not None else dict(os.environ)
+        payload = row["payload"]
+        if row["target"] == CRM_TARGET:
+            if self.config.crm is None:
+                raise Permanent("no crm is configured")
+            async with self.db.read() as conn:
+                lead = await load_lead_document(conn, payload["lead_id"])
+            if lead is None:
+                raise Permanent(f"lead {payload['lead_id']} no longer exists")
+            try:
+                return build_crm_requests(self.config.crm, lead, payload["assignment_id"], environ=environ,
+                                          timestamp=int(utcnow().timestamp()))
+            except (MissingSecret, LeadDocumentError) as exc:
+                raise Permanent(str(exc)) from exc
+        alert = alert_from_json(payload["alert"])
+        requests, problems = alert_requests(self.config.alerts, alert, environ=environ)
+        sink = f"alert:{payload['sink']}"
+        chosen = [r for r in requests if r.step == sink]
+        if not chosen:
+            raise Permanent("; ".join(problems) or f"sink {payload['sink']} is no longer configured")
+        return chosen
+
+    async def _record(self, row: dict[str, Any], attempt: int, verdict: str, status: int | None, reason: str,
+                      retry_at: datetime | None) -> None:
+        now = utcnow()
+        values: dict[str, Any] = {"attempts": attempt, "last_status": status, "last_error": reason[:2000]}
+        if verdict == "delivered":
+            values |= {"status": "delivered", "delivered_at": now, "last_error": None}
+        elif verdict == "retry":
+            values |= {"status": "pending", "next_attempt_at": retry_at or now}
+        else:
+            values |= {"status": "dead"}
+        async with self.db.transaction() as conn:
+            await conn.execute(update(deliveries).where(deliveries.c.id == row["id"]).values(**values))
+            if verdict == "dead":
+                await self._dead(conn, row, reason, now)
+
+    async def _dead(self, conn: AsyncConnection, row: dict[str, Any], reason: str, now: datetime) -> None:
+        log.error("delivery %s to %s is dead: %s", row["id"], row["target"], reason)
+        dead_id = await store_dead_letter(
+            conn, origin=f"delivery:{row['target']}", error=reason, payload=dict(row["payload"]),
+            key=row["order_key"], event_id=row["idempotency_key"], delivery_id=row["id"])
+        if row["kind"] != "dead_letter":  # a dead alert about a dead letter would loop forever
+            await enqueue_alert(conn, self.config.alerts, dead_letter_alert(
+                id=f"dead-{dead_id}", lead_id=row["lead_id"] or "", rep_id=None, reason=reason, at=now,
+                details={"delivery_id": row["id"], "target": row["target"], "dead_letter_id": dead_id}), now)
+
+
+async def replay_delivery(conn: AsyncConnection, delivery_id: int) -> bool:
+    """Put a dead delivery back in the queue (``handoff dlq replay``); False if it is not dead."""
+    result = await conn.execute(update(deliveries).where(
+        deliveries.c.id == delivery_id, deliveries.c.status == "dead",
+    ).values(status="pending", attempts=0, next_attempt_at=utcnow(), last_error=None))
+    return bool(result.rowcount)

@@ -1,0 +1,239 @@
+"""A lead's scoring state: a commutative fold over the set of its touchpoints.
+
+The state holds what the touchpoints earned (engagement items), the lead's traits with the time each
+was set, and the event ids already folded in. Because every part is defined over the *set* of
+touchpoints (earliest-N per capped rule and day, latest-wins per trait key, union of ids), any arrival
+order, any redelivery and any identity merge give the same state. :class:`scoring.rules.RuleSet`
+builds it; this module only holds the data and its JSON form::
+
+    state = LeadScoreState.empty()
+    stored = state.to_json()                      # JSON-safe, goes into a DB JSON column
+    assert LeadScoreState.from_json(stored) == state
+
+``traits`` is the effective view that rules and routing read: the traits as sent (``declared_traits``,
+plus ``email_domain`` derived from the email) with ``company_domain`` derived as the contract says
+(the email domain unless free-mail, else the declared ``company_domain``, else the ``website`` host).
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from types import MappingProxyType
+from typing import Any, Literal
+from urllib.parse import urlsplit
+
+STATE_VERSION = 1
+
+# Free-mail providers: their domain says nothing about the employer, so it is never a company domain.
+FREE_MAIL_DOMAINS = frozenset({
+    "gmail.com", "googlemail.com", "yahoo.com", "yahoo.co.uk", "yahoo.de", "yahoo.fr", "ymail.com",
+    "outlook.com", "hotmail.com", "hotmail.co.uk", "hotmail.de", "hotmail.fr", "live.com", "msn.com",
+    "icloud.com", "me.com", "mac.com", "aol.com", "gmx.de", "gmx.net", "gmx.com", "web.de", "t-online.de",
+    "proton.me", "protonmail.com", "pm.me", "mail.com", "yandex.ru", "yandex.com", "mail.ru", "qq.com",
+    "163.com", "126.com", "zoho.com", "fastmail.com", "tutanota.com", "hey.com", "orange.fr", "free.fr",
+    "libero.it", "btinternet.com", "comcast.net",
+})
+
+Kind = Literal["engagement", "fit"]
+Stamp = tuple[str, str]  # (canonical occurred_at, event_id): orders trait writes across all arrivals
+
+
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+
+
+@dataclass(frozen=True, init=False)
+class ScoreItem:
+    """One line of the breakdown: ``rule`` earned ``points`` (as configured, not decayed)."""
+
+    rule: str
+    kind: Kind
+    points: float
+    event_id: str | None  # the touchpoint that earned it; None for fit
+    at: datetime | None  # touchpoint occurred_at; fit: when the trait was set (None if unknown)
+
+    def __init__(self, rule: str, kind: Kind, points: float, event_id: str | None, at: datetime | None) -> None:
+        # Built for every match and every stored item on load: one __dict__ write is ~3x faster than
+        # the frozen dataclass's per-field object.__setattr__ (the instance stays immutable to callers).
+        self.__dict__.update(rule=rule, kind=kind, points=points, event_id=event_id, at=at)
+
+    @property
+    def at_text(self) -> str | None:
+        """``at`` as ISO text, formatted once per item (formatting an aware datetime is slow, and the
+        same item objects are serialised again on every save)."""
+        text = self.__dict__.get("_at_text")
+        if text is None and self.at is not None:
+            text = self.__dict__["_at_text"] = self.at.isoformat()
+        return text
+
+    def sort_key(self) -> tuple[datetime, str, str]:
+        """Canonical order of engagement items: (at, event_id, rule)."""
+        return (self.at or _EPOCH, self.event_id or "", self.rule)
+
+
+def parse_time(value: str | datetime) -> datetime:
+    """An aware UTC datetime from an ISO string (``Z`` allowed) or a datetime; naive means UTC."""
+    if isinstance(value, str):
+        try:
+            value = datetime.fromisoformat(value)
+        except ValueError:
+            raise ValueError(f"{value!r} is not an ISO 8601 time such as 2026-11-22T10:00:00Z") from None
+    if not isinstance(value, datetime):
+        raise ValueError(f"{value!r} is not a time; send an ISO 8601 string such as 2026-11-22T10:00:00Z")
+    if value.tzinfo is None:
+        return value.replace(tzinfo=UTC)
+    return value.astimezone(UTC)
+
+
+def stamp_time(at: datetime) -> str:
+    """Fixed-width UTC text, so comparing two stamps as strings compares the instants."""
+    # isoformat is several times faster than strftime, and with microseconds its width is fixed.
+    return at.astimezone(UTC).isoformat(timespec="microseconds")[:-6] + "Z"
+
+
+def iso(at: datetime) -> str:
+    """Readable ISO 8601 in UTC with ``Z``, as the API shows times."""
+    return at.astimezone(UTC).isoformat().replace("+00:00", "Z")
+
+
+def newer(stamp: Stamp, value: Any, old_stamp: Stamp | None, old_value: Any) -> bool:
+    """Does a trait write ``(stamp, value)`` win over the current one? Latest stamp wins; an exact tie
+    (only possible when one event was folded with two contents) is settled by the value's JSON, so the
+    outcome never depends on which side came first."""
+    if old_stamp is None or stamp > old_stamp:
+        return True
+    if stamp < old_stamp:
+        return False
+    return _value_key(value) > _value_key(old_value)
+
+
+def _value_key(value: Any) -> str:
+    return json.dumps(value, sort_keys=True, default=str)
+
+
+def email_domain(email: Any) -> str | None:
+    """``" Jane@Acme.COM "`` -> ``"acme.com"``; None when it is not an email."""
+    if not isinstance(email, str):
+        return None
+    local, at, domain = email.strip().lower().rpartition("@")
+    return domain if at and local and domain else None
+
+
+def host_of(value: Any) -> str | None:
+    """Domain of a website or domain trait: ``"https://www.Acme.com/about"`` -> ``"acme.com"``."""
+    if not isinstance(value, str) or not value.strip():
+        return None
+    text = value.strip().lower()
+    try:
+        host = urlsplit(text if "://" in text else f"//{text}").hostname
+    except ValueError:
+        return None
+    if not host:
+        return None
+    return host.removeprefix("www.") or None
+
+
+def company_domain(traits: Mapping[str, Any]) -> str | None:
+    """The domain account-based routing uses: the email domain unless free-mail, then the declared
+    ``company_domain``, then the host of ``website``."""
+    domain = traits.get("email_domain")
+    if isinstance(domain, str) and domain and domain not in FREE_MAIL_DOMAINS:
+        return domain
+    return host_of(traits.get("company_domain")) or host_of(traits.get("website"))
+
+
+def effective_traits(declared: Mapping[str, Any]) -> dict[str, Any]:
+    """Declared traits with ``company_domain`` replaced by the derived one (dropped if none)."""
+    traits = dict(declared)
+    derived = company_domain(declared)
+    if derived is None:
+        traits.pop("company_domain", None)
+    else:
+        traits["company_domain"] = derived
+    return traits
+
+
+@dataclass(frozen=True)
+class LeadScoreState:
+    """What a lead's touchpoints add up to; equal states for equal sets of touchpoints.
+
+    ``engagement_items`` is sorted by (at, event_id, rule). ``declared_traits`` are the traits as sent
+    (latest ``occurred_at`` wins per key, tie: larger event_id) plus ``email_domain``; ``traits_at``
+    holds each key's winning (occurred_at, event_id). ``traits`` is the effective view (see module doc).
+    """
+
+    engagement_items: tuple[ScoreItem, ...] = ()
+    declared_traits: Mapping[str, Any] = field(default_factory=lambda: MappingProxyType({}))
+    traits_at: Mapping[str, Stamp] = field(default_factory=lambda: MappingProxyType({}))
+    seen_event_ids: frozenset[str] = frozenset()
+    traits: Mapping[str, Any] = field(init=False, compare=False, repr=False)
+
+    def __post_init__(self) -> None:
+        # Read-only views: the state is shared between folds and must never change under anyone.
+        object.__setattr__(self, "declared_traits", MappingProxyType(dict(self.declared_traits)))
+        object.__setattr__(self, "traits_at", MappingProxyType(dict(self.traits_at)))
+        object.__setattr__(self, "traits", MappingProxyType(effective_traits(self.declared_traits)))
+
+    @staticmethod
+    def empty() -> LeadScoreState:
+        return LeadScoreState()
+
+    @property
+    def company_domain(self) -> str | None:
+        value = self.traits.get("company_domain")
+        return value if isinstance(value, str) else None
+
+    @property
+    def has_positive_engagement(self) -> bool:
+        """At least one engagement item with positive points (the ``engaged`` stage's condition)."""
+        return any(item.points > 0 for item in self.engagement_items)
+
+    @property
+    def rules_hit(self) -> frozenset[str]:
+        """Engagement rules that matched and were counted at least once (fast-track looks here)."""
+        return frozenset(item.rule for item in self.engagement_items)
+
+    def to_json(self) -> dict[str, Any]:
+        """JSON-safe form (times as ISO strings); :meth:`from_json` reads it back to an equal state."""
+        return {
+            "version": STATE_VERSION,
+            "engagement_items": [
+                {"rule": i.rule, "points": i.points, "event_id": i.event_id,
+                 "at": i.at_text}
+                for i in self.engagement_items
+            ],
+            "traits": dict(self.declared_traits),
+            "traits_at": {key: [at, eid] for key, (at, eid) in self.traits_at.items()},
+            "seen_event_ids": sorted(self.seen_event_ids),
+        }
+
+    @staticmethod
+    def from_json(data: Any) -> LeadScoreState:
+        """Rebuild from :meth:`to_json` output (or the JSON text of it); ``ValueError`` if malformed."""
+        if isinstance(data, str | bytes):
+            data = json.loads(data)
+        if not isinstance(data, Mapping):
+            raise ValueError("a stored score state must be a JSON object")
+        if data.get("version", STATE_VERSION) != STATE_VERSION:
+            raise ValueError(f"stored score state version {data.get('version')!r} is not {STATE_VERSION}; "
+                             "run `handoff rescore` to rebuild it from the touchpoints")
+        try:
+            items = [_item_from_json(raw) for raw in data.get("engagement_items", [])]
+            traits_at = {str(k): (stamp_time(parse_time(v[0])), str(v[1]))
+                         for k, v in data.get("traits_at", {}).items()}
+            traits = dict(data.get("traits", {}))
+            seen = frozenset(str(e) for e in data.get("seen_event_ids", []))
+        except (KeyError, TypeError, IndexError, ValueError) as exc:
+            raise ValueError(f"stored score state is malformed ({exc!r}); run `handoff rescore`") from None
+        items.sort(key=ScoreItem.sort_key)
+        return LeadScoreState(tuple(items), traits, traits_at, seen)
+
+
+def _item_from_json(raw: Mapping[str, Any]) -> ScoreItem:
+    text = raw["at"]
+    item = ScoreItem(str(raw["rule"]), "engagement", float(raw["points"]), str(raw["event_id"]), parse_time(text))
+    if isinstance(text, str) and text.endswith("+00:00"):
+        item.__dict__["_at_text"] = text  # already canonical: spare the next save the formatting
+    return item

@@ -1,0 +1,120 @@
+"""LeadScoreState: JSON form, immutability, time parsing and the domain helpers."""
+
+from __future__ import annotations
+
+import json
+from datetime import UTC, datetime, timedelta, timezone
+
+import pytest
+
+from scoring.state import (
+    FREE_MAIL_DOMAINS,
+    LeadScoreState,
+    ScoreItem,
+    company_domain,
+    email_domain,
+    host_of,
+    parse_time,
+    stamp_time,
+)
+from tests.unit.scoring.support import T0, rules, touch
+
+RULES = rules()
+
+
+def sample_state() -> LeadScoreState:
+    return RULES.apply_many(LeadScoreState.empty(), [
+        touch("p", T0, properties={"path": "/pricing"}, traits={"title": "VP", "tags": ["a", 1]}),
+        touch("u", T0 + timedelta(hours=1), "email_unsubscribe", email="jane@acme.com"),
+    ])
+
+
+def test_empty_state() -> None:
+    empty = LeadScoreState.empty()
+    assert empty == LeadScoreState()
+    assert (empty.engagement_items, dict(empty.traits), empty.seen_event_ids) == ((), {}, frozenset())
+    assert not empty.has_positive_engagement and empty.rules_hit == frozenset()
+
+
+def test_json_round_trip_through_text() -> None:
+    state = sample_state()
+    text = json.dumps(state.to_json())
+    back = LeadScoreState.from_json(text)
+    assert back == state
+    assert back.traits == state.traits
+    assert back.engagement_items[0].at == T0
+    assert LeadScoreState.from_json(back.to_json()).to_json() == state.to_json()
+
+
+def test_json_shape_is_plain_and_sorted() -> None:
+    body = sample_state().to_json()
+    assert body["seen_event_ids"] == ["p", "u"]
+    assert body["traits"]["tags"] == ["a", 1]
+    assert body["traits_at"]["title"] == ["2026-11-22T00:00:00.000000Z", "p"]
+    assert {"rule", "points", "event_id", "at"} <= set(body["engagement_items"][0])
+
+
+@pytest.mark.parametrize("bad", [[1], {"engagement_items": [{"rule": "x"}]}, {"version": 99},
+                                 {"traits_at": {"title": ["not a time", "e"]}}])
+def test_malformed_stored_state_is_a_value_error(bad: object) -> None:
+    with pytest.raises(ValueError):
+        LeadScoreState.from_json(bad)
+
+
+def test_state_cannot_be_changed_in_place() -> None:
+    state = sample_state()
+    with pytest.raises(TypeError):
+        state.traits["title"] = "x"  # type: ignore[index]
+    with pytest.raises(TypeError):
+        state.declared_traits["title"] = "x"  # type: ignore[index]
+    with pytest.raises(AttributeError):
+        state.seen_event_ids = frozenset()  # type: ignore[misc]
+    with pytest.raises(AttributeError):
+        state.engagement_items[0].points = 99  # type: ignore[misc]
+
+
+def test_score_items_compare_by_value() -> None:
+    a = ScoreItem("r", "engagement", 1.0, "e", T0)
+    assert a == ScoreItem("r", "engagement", 1.0, "e", T0)
+    assert a != ScoreItem("r", "engagement", 2.0, "e", T0)
+    assert a.at_text == "2026-11-22T00:00:00+00:00"
+
+
+def test_parse_time_normalises_to_utc() -> None:
+    assert parse_time("2026-11-22T01:00:00+01:00") == T0
+    assert parse_time("2026-11-22T00:00:00Z").tzinfo == UTC
+    assert parse_time(datetime(2026, 11, 22)) == T0  # naive means UTC
+    assert parse_time(datetime(2026, 11, 21, 19, tzinfo=timezone(timedelta(hours=-5)))) == T0
+    with pytest.raises(ValueError, match="ISO 8601"):
+        parse_time("22/11/2026")
+    with pytest.raises(ValueError, match="not a time"):
+        parse_time(12345)  # type: ignore[arg-type]
+
+
+def test_stamps_sort_like_the_instants_they_name() -> None:
+    times = [T0, T0 + timedelta(microseconds=1), T0 + timedelta(seconds=1), T0 + timedelta(days=400)]
+    assert sorted(stamp_time(t) for t in reversed(times)) == [stamp_time(t) for t in times]
+    assert len({len(stamp_time(t)) for t in times}) == 1
+
+
+@pytest.mark.parametrize(("email", "domain"), [(" Jane@Acme.COM ", "acme.com"), ("a@b@c.io", "c.io"),
+                                                ("no-at-sign", None), ("@acme.com", None), ("x@", None),
+                                                (None, None), (42, None)])
+def test_email_domain(email: object, domain: str | None) -> None:
+    assert email_domain(email) == domain
+
+
+@pytest.mark.parametrize(("value", "host"), [("https://www.Acme.com/about", "acme.com"), ("acme.com", "acme.com"),
+                                              ("  initech.io/path ", "initech.io"), ("", None), (None, None),
+                                              ("http://", None), ("http://[bad", None)])
+def test_host_of(value: object, host: str | None) -> None:
+    assert host_of(value) == host
+
+
+def test_company_domain_precedence() -> None:
+    assert company_domain({"email_domain": "acme.com", "company_domain": "x.com"}) == "acme.com"
+    assert company_domain({"email_domain": "gmail.com", "company_domain": "X.com", "website": "y.com"}) == "x.com"
+    assert company_domain({"email_domain": "gmail.com", "website": "https://y.com"}) == "y.com"
+    assert company_domain({"email_domain": "gmail.com"}) is None
+    assert company_domain({}) is None
+    assert {"gmail.com", "outlook.com", "gmx.de", "proton.me", "yandex.ru"} <= FREE_MAIL_DOMAINS
