@@ -36,8 +36,9 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 
 from services.config import HandoffConfig
 from services.db.dialect import lock
-from services.db.models import assignments, feedback, lead_sla, leads, sla_timers, stage_history
+from services.db.models import assignments, feedback, lead_sla, leads, sla_timers
 from services.events import LEAD_EVENTS, LEAD_FEEDBACK, Event, LeadFeedback, utcnow
+from services.lead_store import record_stage
 from services.outbox import add_events
 
 FeedbackType = Literal["accepted", "contacted", "rejected", "won", "lost"]
@@ -232,15 +233,13 @@ async def record_feedback(
     # negative time-in-stage); the feedback row keeps the time as reported.
     stage_at = max(at, row["stage_changed_at"])
     values: dict[str, Any] = {"updated_at": now, "version": row["version"] + 1}
-    if decision.changed:
-        values.update(stage=decision.stage, stage_changed_at=stage_at)
-        await conn.execute(stage_history.insert().values(
-            lead_id=lead, from_stage=row["stage"], to_stage=decision.stage, at=stage_at,
-            cause=cause_text(type, rep, reason, channel),
-        ))
     if type in CONTACT_TYPES and row["contacted_at"] is None:
         values["contacted_at"] = stage_at
-    await conn.execute(update(leads).where(leads.c.id == lead).values(**values))
+    if decision.changed:
+        await record_stage(conn, lead, row["stage"], decision.stage, at=stage_at,
+                           cause=cause_text(type, rep, reason, channel), **values)
+    else:
+        await conn.execute(update(leads).where(leads.c.id == lead).values(**values))
 
     await _stop_clock(conn, lead, at, now)
     if type == "rejected":

@@ -3,7 +3,7 @@
 ::
 
     async with db.read() as conn:
-        lead = await load_lead_document(conn, "3f2a...", scoring=config.scoring)   # None: unknown id
+        lead = await load_lead_document(conn, "3f2a...")   # None: unknown id
         ids = await find_lead_ids(conn, email=" Jane.Doe@Acme.com ")               # ["3f2a..."]
         page, next_key = await list_lead_summaries(conn, LeadFilters(stages=("sql",)), limit=50)
         cursor = encode_cursor(next_key) if next_key else None
@@ -31,17 +31,16 @@ from sqlalchemy import and_, func, or_, select
 from sqlalchemy.ext.asyncio import AsyncConnection
 from sqlalchemy.sql.elements import ColumnElement
 
-from services.config import Scoring
 from services.db.models import assignments, lead_identities, lead_sla, leads, stage_history, touchpoints
-from services.matchers import MatcherError, compile_when
+from services.stages import STAGES
 
-# Contract section 4. Kept here (not imported from scoring) so the read side validates filters alone.
-STAGES = ("anonymous", "known", "engaged", "mql", "sql", "contacted", "opportunity", "won", "lost",
-          "recycled", "disqualified")
+__all__ = ["STAGES", "LeadFilters", "PageKey", "decode_cursor", "encode_cursor", "find_lead_ids",
+           "iso", "lead_summary", "list_lead_summaries", "load_lead_document", "normalise_email",
+           "resolve_lead_ids", "score_breakdown"]
+
 # Merge chains are short (a merge points at the winner of the moment); the bound only stops a cycle.
 MAX_MERGE_HOPS = 16
 # Trait keys the derived company_domain comes from (a fit rule on it dates from their last write).
-_COMPANY_DOMAIN_SOURCES = ("email_domain", "company_domain", "website")
 Row = Mapping[Any, Any]  # a result row's mapping
 
 
@@ -149,67 +148,14 @@ async def find_lead_ids(
 
 
 # ---------------------------------------------------------------- score breakdown
-def _trait_keys(when: Mapping[str, Any]) -> tuple[str, ...]:
-    keys: list[str] = []
-    for path in when:
-        head, _, rest = str(path).partition(".")
-        if head == "traits" and rest:
-            key = rest.split(".", 1)[0]
-            keys += _COMPANY_DOMAIN_SOURCES if key == "company_domain" else [key]
-    return tuple(dict.fromkeys(keys))
-
-
-def _stamp_time(stamp: Any) -> str | None:
-    """A ``traits_at`` stamp ``[at, event_id]`` -> its time, shown as ISO."""
-    if isinstance(stamp, list | tuple) and stamp and isinstance(stamp[0], str):
-        try:
-            return iso(datetime.fromisoformat(stamp[0]))
-        except ValueError:
-            return None
-    return None
-
-
-def fit_lines(
-    scoring: Scoring, traits: Mapping[str, Any], traits_at: Mapping[str, Any]
-) -> list[dict[str, Any]]:
-    """The fit rules that hold for ``traits``, in config order, each dated by the last write of the
-    traits it reads (the same lines scoring counts into ``leads.fit``)."""
-    lines = []
-    data = {"traits": dict(traits)}
-    for rule in scoring.fit:
-        try:
-            matches = compile_when(rule.when)(data)
-        except MatcherError:
-            continue  # the config was validated at load; a rule that cannot compile never matched
-        if not matches:
-            continue
-        stamps = [t for t in (_stamp_time(traits_at.get(k)) for k in _trait_keys(rule.when)) if t]
-        lines.append({"rule": rule.name, "kind": "fit", "points": _number(rule.points),
-                      "at": max(stamps) if stamps else None, "event_id": None})
-    return lines
-
-
-def score_breakdown(
-    score_state: Any, traits: Mapping[str, Any], scoring: Scoring | None = None
-) -> list[dict[str, Any]]:
-    """``[{rule, kind, points, at, event_id}]``: fit lines first, then engagement items oldest first.
-
-    ``score_state`` is scoring's ``LeadScoreState.to_json()`` (``engagement_items`` with configured,
-    undecayed points). Fit lines come from a stored ``fit_items`` list when scoring keeps one, else
-    are evaluated from ``scoring`` (the config) against the traits, else are left out.
-    """
+def score_breakdown(stored_score: Any, score_state: Any) -> list[dict[str, Any]]:
+    """``[{rule, kind, points, at, event_id, ...}]``: the breakdown scoring stored with the score
+    (``leads.score``, fit lines first, then engagement lines oldest first, each with its decayed points);
+    for a lead scored before that column existed, the engagement items of its score state."""
+    if isinstance(stored_score, Mapping) and isinstance(stored_score.get("breakdown"), list):
+        return [dict(line) for line in stored_score["breakdown"] if isinstance(line, Mapping)]
     state = score_state if isinstance(score_state, Mapping) else {}
-    stored = state.get("breakdown")
-    if isinstance(stored, list):
-        return [dict(line) for line in stored if isinstance(line, Mapping)]
     lines: list[dict[str, Any]] = []
-    stored_fit = state.get("fit_items")
-    if isinstance(stored_fit, list):
-        lines += [{"rule": f.get("rule"), "kind": "fit", "points": _number(f.get("points")),
-                   "at": f.get("at"), "event_id": None} for f in stored_fit if isinstance(f, Mapping)]
-    elif scoring is not None:
-        traits_at = state.get("traits_at")
-        lines += fit_lines(scoring, traits, traits_at if isinstance(traits_at, Mapping) else {})
     for item in state.get("engagement_items") or []:
         if not isinstance(item, Mapping):
             continue
@@ -260,13 +206,11 @@ async def load_lead_document(
     lead_id: str,
     *,
     timeline_limit: int = 500,
-    scoring: Scoring | None = None,
 ) -> dict[str, Any] | None:
     """The contract's lead document, or None when no lead has this id.
 
     ``timeline_limit`` keeps the newest touchpoints (shown oldest first, newest last);
-    ``touchpoints_total`` says how many there are. Pass ``scoring=config.scoring`` to list the fit
-    rules in the breakdown (the stored score state holds engagement items only).
+    ``touchpoints_total`` says how many there are.
     """
     row = await _resolve_row(conn, lead_id)
     if row is None:
@@ -342,7 +286,7 @@ async def load_lead_document(
             "fit": _number(row["fit"]),
             "engagement": _number(row["engagement"]),
             "total": _number(row["total"]),
-            "breakdown": score_breakdown(row["score_state"], traits, scoring),
+            "breakdown": score_breakdown(row["score"], row["score_state"]),
         },
         "stage": row["stage"],
         "stage_changed_at": iso(row["stage_changed_at"]),

@@ -40,6 +40,7 @@ class KafkaBus(Bus):
         linger_ms: int = 2,
         request_timeout_ms: int = 10_000,
         client_id: str = "handoff",
+        session_timeout_ms: int = 10_000,
     ) -> None:
         self.bootstrap = bootstrap
         self.prefix = prefix
@@ -48,6 +49,8 @@ class KafkaBus(Bus):
         self.linger_ms = linger_ms
         self.request_timeout_ms = request_timeout_ms
         self.client_id = client_id
+        # How long a member that died (kill -9) keeps its partitions before the group rebalances.
+        self.session_timeout_ms = session_timeout_ms
         self._producer: AIOKafkaProducer | None = None
 
     def topic(self, name: str) -> str:
@@ -150,8 +153,8 @@ class KafkaConsumer(Consumer):
             enable_auto_commit=False,
             auto_offset_reset="earliest",
             max_poll_records=500,
-            session_timeout_ms=10_000,
-            heartbeat_interval_ms=1_000,
+            session_timeout_ms=self.bus.session_timeout_ms,
+            heartbeat_interval_ms=min(1_000, self.bus.session_timeout_ms // 3),
         )
         consumer.subscribe([self.bus.topic(t) for t in self.topics], listener=_Rebalance(self))
         await consumer.start()

@@ -76,8 +76,11 @@ async def test_push_reaches_crm_and_breach_pages_and_reassigns(
 
             async def paged_and_reassigned() -> bool:
                 async with p.container.db.read() as conn:
-                    n = len((await conn.execute(select(assignments))).all())
-                return "trigger" in kinds() and "sla_breach" in kinds() and n >= 2
+                    ids = list((await conn.execute(select(assignments.c.id).order_by(
+                        assignments.c.assigned_at))).scalars())
+                    clock = (await conn.execute(select(lead_sla.c.assignment_id))).scalar_one_or_none()
+                # Reassigned, and the notifier has started the new assignment's clock.
+                return "trigger" in kinds() and "sla_breach" in kinds() and len(ids) >= 2 and clock == ids[-1]
 
             await p.wait_for(paged_and_reassigned, timeout=40, what="breach, page and reassignment")
             assert "sla_reminder" in kinds()

@@ -25,19 +25,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 
 from services.api import demo, feedback, leads, reps
 from services.config import HandoffConfig, load_config
-from services.db.models import (
-    assignments,
-    lead_identities,
-    lead_sla,
-    stage_history,
-    touchpoints,
-)
-from services.db.models import (
-    leads as leads_table,
-)
-from services.db.models import (
-    sla_timers as sla_timers_table,
-)
+from services.db import models
 from services.http.app import create_app
 from services.runtime import Container, ServicePart, bootstrap
 from tests.support.app import test_settings
@@ -64,6 +52,7 @@ async def add_lead(
     engagement: float = 0,
     traits: Mapping[str, Any] | None = None,
     score_state: Mapping[str, Any] | None = None,
+    score: Mapping[str, Any] | None = None,
     company_domain: str | None = None,
     qualified_at: datetime | None = None,
     assigned_at: datetime | None = None,
@@ -73,10 +62,10 @@ async def add_lead(
 ) -> str:
     """One ``leads`` row (plus its email identity); returns the id."""
     lead_id = id or uuid.uuid4().hex
-    await conn.execute(leads_table.insert().values(
+    await conn.execute(models.leads.insert().values(
         id=lead_id, stage=stage, email=email, company_domain=company_domain, fit=fit, engagement=engagement,
         total=fit + engagement, traits=dict(traits or {}), score_state=dict(score_state or {}),
-        source=source, campaign=campaign, owner=owner, team=team, merged_into=merged_into,
+        score=dict(score) if score is not None else None, source=source, campaign=campaign, owner=owner, team=team, merged_into=merged_into,
         created_at=created_at, updated_at=created_at, stage_changed_at=stage_changed_at or created_at,
         qualified_at=qualified_at, assigned_at=assigned_at, contacted_at=contacted_at, version=0,
     ))
@@ -86,7 +75,8 @@ async def add_lead(
 
 
 async def add_identity(conn: AsyncConnection, lead_id: str, kind: str, value: str, at: datetime = T0) -> None:
-    await conn.execute(lead_identities.insert().values(kind=kind, value=value, lead_id=lead_id, linked_at=at))
+    row = {"kind": kind, "value": value, "lead_id": lead_id, "linked_at": at}
+    await conn.execute(models.lead_identities.insert().values(**row))
 
 
 async def add_touchpoint(
@@ -105,7 +95,7 @@ async def add_touchpoint(
     payload = {"event_id": event_id, "type": type, "occurred_at": occurred_at.isoformat(),
                "received_at": occurred_at.isoformat(), "source": source, "campaign": campaign,
                "email": email, "properties": dict(properties or {}), "traits": dict(traits or {})}
-    await conn.execute(touchpoints.insert().values(
+    await conn.execute(models.touchpoints.insert().values(
         event_id=event_id, lead_id=lead_id, type=type, occurred_at=occurred_at, source=source,
         campaign=campaign, payload=payload,
     ))
@@ -114,8 +104,8 @@ async def add_touchpoint(
 async def add_history(
     conn: AsyncConnection, lead_id: str, from_stage: str | None, to_stage: str, at: datetime, cause: str
 ) -> None:
-    await conn.execute(stage_history.insert().values(lead_id=lead_id, from_stage=from_stage, to_stage=to_stage,
-                                                     at=at, cause=cause))
+    await conn.execute(models.stage_history.insert().values(
+        lead_id=lead_id, from_stage=from_stage, to_stage=to_stage, at=at, cause=cause))
 
 
 async def add_assignment(
@@ -131,7 +121,7 @@ async def add_assignment(
     end_reason: str | None = None,
 ) -> str:
     assignment_id = id or f"asg-{uuid.uuid4().hex[:12]}"
-    await conn.execute(assignments.insert().values(
+    await conn.execute(models.assignments.insert().values(
         id=assignment_id, lead_id=lead_id, rep_id=rep_id, team=team, reason=reason, assigned_at=assigned_at,
         ended_at=ended_at, end_reason=end_reason,
     ))
@@ -150,17 +140,17 @@ async def add_sla(
     reminders_sent: int = 0,
     breached_at: datetime | None = None,
 ) -> None:
-    await conn.execute(lead_sla.insert().values(
+    await conn.execute(models.lead_sla.insert().values(
         lead_id=lead_id, assignment_id=assignment_id, rep_id=rep_id, due_at=due_at, state=state,
         reminders_sent=reminders_sent, breached_at=breached_at, paged=False, started_at=started_at,
     ))
 
 
 async def add_timer(
-    conn: AsyncConnection, lead_id: str, *, assignment_id: str, kind: str, due_at: datetime, fire_at: datetime,
-    status: str = "pending", rep_id: str | None = None,
+    conn: AsyncConnection, lead_id: str, *, assignment_id: str, kind: str, due_at: datetime,
+    fire_at: datetime, status: str = "pending", rep_id: str | None = None,
 ) -> None:
-    await conn.execute(sla_timers_table.insert().values(
+    await conn.execute(models.sla_timers.insert().values(
         lead_id=lead_id, assignment_id=assignment_id, rep_id=rep_id, kind=kind,
         fraction=None if kind == "breach" else 0.5, due_at=due_at, fire_at=fire_at, status=status,
     ))
@@ -181,10 +171,11 @@ async def add_handed_lead(
     lead = await add_lead(conn, email=email, stage=stage, owner=rep_id, team=team,
                           created_at=assigned_at - timedelta(days=2), qualified_at=assigned_at,
                           assigned_at=assigned_at, stage_changed_at=assigned_at)
-    await add_history(conn, lead, "engaged", "mql", assigned_at, "qualified: fit 20 >= 10, engagement 45 >= 40")
+    await add_history(conn, lead, "engaged", "mql", assigned_at, "qualified: fit 20 >= 10, engagement 45")
     await add_history(conn, lead, "mql", "sql", assigned_at, f"assigned to {rep_id}")
     assignment_id = await add_assignment(conn, lead, rep_id=rep_id, team=team, assigned_at=assigned_at)
-    await add_sla(conn, lead, assignment_id=assignment_id, rep_id=rep_id, due_at=due_at, started_at=assigned_at)
+    await add_sla(conn, lead, assignment_id=assignment_id, rep_id=rep_id, due_at=due_at,
+                  started_at=assigned_at)
     half = assigned_at + (due_at - assigned_at) / 2
     await add_timer(conn, lead, assignment_id=assignment_id, kind="reminder", due_at=due_at, fire_at=half,
                     rep_id=rep_id)
@@ -204,7 +195,8 @@ async def sales_api(
     """An in-process client for the sales-facing routes on a real database and embedded bus."""
     settings = test_settings(database_url, token)
     container = await bootstrap(settings, frozenset(), config=config or load_config(None), demo=demo_mode)
-    part = ServicePart(name="api", routers=[leads.build_router(), feedback.build_router(), reps.build_router()])
+    part = ServicePart(name="api", routers=[leads.build_router(), feedback.build_router(),
+                                            reps.build_router()])
     if demo_mode:
         part.routers.append(demo.build_router())
     container.parts["api"] = part
