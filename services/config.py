@@ -27,12 +27,13 @@ from pydantic import (
     BeforeValidator,
     ConfigDict,
     Field,
+    PlainSerializer,
     ValidationError,
     field_validator,
     model_validator,
 )
 
-from services.durations import parse_duration
+from services.durations import format_duration, parse_duration
 from services.matchers import MatcherError, compile_when
 
 Weekday = Literal["mon", "tue", "wed", "thu", "fri", "sat", "sun"]
@@ -41,7 +42,7 @@ SourceKind = Literal["generic", "segment", "hubspot", "mautic"]
 Strategy = Literal["round_robin", "weighted", "least_loaded"]
 BreachAction = Literal["alert_rep", "alert_manager", "page_oncall", "reassign"]
 DEFAULT_BREACH_CHAIN: tuple[BreachAction, ...] = ("alert_rep", "alert_manager")
-Duration = Annotated[timedelta, BeforeValidator(parse_duration)]
+Duration = Annotated[timedelta, BeforeValidator(parse_duration), PlainSerializer(format_duration, when_used="json")]
 
 
 class _Model(BaseModel):
@@ -163,7 +164,7 @@ class Rep(_Model):
     name: str = ""
     email: str = ""
     timezone: str = "UTC"
-    hours: Annotated[WorkingHours, BeforeValidator(_parse_hours)] = WorkingHours(time(0), None)
+    hours: Annotated[WorkingHours, BeforeValidator(_parse_hours), PlainSerializer(str)] = WorkingHours(time(0), None)
     days: list[Weekday] = Field(default_factory=lambda: list(WEEKDAYS))
     capacity: int = Field(default=25, ge=0)
     weight: float = Field(default=1, gt=0)

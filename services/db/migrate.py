@@ -6,6 +6,7 @@
 from __future__ import annotations
 
 import asyncio
+import logging
 from importlib import resources
 
 from alembic import command
@@ -39,6 +40,7 @@ async def migrate(url: str, revision: str = "head") -> None:
 
 
 def _upgrade(connection: Connection, url: str, revision: str) -> None:
+    logging.getLogger("alembic").setLevel(logging.WARNING)  # its INFO lines are noise at every start
     config = alembic_config(url)
     config.attributes["connection"] = connection
     command.upgrade(config, revision)

@@ -12,15 +12,13 @@ import orjson
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from starlette.exceptions import HTTPException as StarletteHTTPException
-from starlette.responses import Response
+from starlette.responses import JSONResponse
 
 log = logging.getLogger(__name__)
 
 
-class ORJSONResponse(Response):
+class ORJSONResponse(JSONResponse):
     """JSON rendered by orjson (fast, and datetimes as ISO 8601)."""
-
-    media_type = "application/json"
 
     def render(self, content: Any) -> bytes:
         return orjson.dumps(content, option=orjson.OPT_NON_STR_KEYS)

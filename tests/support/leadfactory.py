@@ -65,7 +65,8 @@ async def add_lead(
     await conn.execute(models.leads.insert().values(
         id=lead_id, stage=stage, email=email, company_domain=company_domain, fit=fit, engagement=engagement,
         total=fit + engagement, traits=dict(traits or {}), score_state=dict(score_state or {}),
-        score=dict(score) if score is not None else None, source=source, campaign=campaign, owner=owner, team=team, merged_into=merged_into,
+        score=dict(score) if score is not None else None,
+        source=source, campaign=campaign, owner=owner, team=team, merged_into=merged_into,
         created_at=created_at, updated_at=created_at, stage_changed_at=stage_changed_at or created_at,
         qualified_at=qualified_at, assigned_at=assigned_at, contacted_at=contacted_at, version=0,
     ))
