@@ -256,23 +256,9 @@ class HandoffConfig(_Model):
 
     @model_validator(mode="after")
     def _references(self) -> HandoffConfig:
-        problems: list[str] = []
-        ids = [s.id for s in self.sources]
-        problems += [f"sources: id {i!r} is used twice" for i in sorted({i for i in ids if ids.count(i) > 1})]
-        rep_ids = {rep.id for rep in self.reps}
-        rule_names = {rule.name for rule in self.scoring.engagement}
-        for name in self.qualification.fast_track:
-            if name not in rule_names:
-                problems.append(f"qualification.fast_track: {name!r} is not a scoring.engagement rule name")
-        for i, rule in enumerate(self.routing.rules):
-            if rule.team not in self.teams:
-                problems.append(f"routing.rules.{i}.team: team {rule.team!r} is not defined under teams")
-        for team_name, team in self.teams.items():
-            for rep in team.reps:
-                if rep not in rep_ids:
-                    problems.append(f"teams.{team_name}.reps: rep {rep!r} is not defined under reps")
+        problems = reference_problems(self.model_dump())
         if problems:
-            raise ValueError("; ".join(problems))
+            raise ValueError("; ".join(str(p) for p in problems))
         return self
 
     def source(self, source_id: str) -> Source | None:
@@ -299,6 +285,43 @@ class ConfigError(Exception):
         self.problems = problems
         lines = "\n".join(f"  - {p}" for p in problems)
         super().__init__(f"{origin}: {len(problems)} problem(s) in the config:\n{lines}")
+
+
+def _items(value: Any) -> list[Any]:
+    return value if isinstance(value, list) else []
+
+
+def _section(data: Any, key: str) -> dict[str, Any]:
+    value = data.get(key) if isinstance(data, dict) else None
+    return value if isinstance(value, dict) else {}
+
+
+def reference_problems(data: Any) -> list[ConfigProblem]:
+    """Cross-references between sections (teams name defined reps, rules name defined teams, ...).
+
+    Works on plain (possibly invalid) data, so ``check-config`` reports them next to field errors."""
+    problems: list[ConfigProblem] = []
+    if not isinstance(data, dict):
+        return problems
+    ids = [s.get("id") for s in _items(data.get("sources")) if isinstance(s, dict)]
+    for dup in sorted({i for i in ids if isinstance(i, str) and ids.count(i) > 1}):
+        problems.append(ConfigProblem("sources", f"id {dup!r} is used twice"))
+    rule_names = {r.get("name") for r in _items(_section(data, "scoring").get("engagement")) if isinstance(r, dict)}
+    for name in _items(_section(data, "qualification").get("fast_track")):
+        if name not in rule_names:
+            problems.append(ConfigProblem("qualification.fast_track",
+                                          f"{name!r} is not a scoring.engagement rule name"))
+    teams = _section(data, "teams")
+    for i, rule in enumerate(_items(_section(data, "routing").get("rules"))):
+        if isinstance(rule, dict) and rule.get("team") not in teams:
+            problems.append(ConfigProblem(f"routing.rules.{i}.team",
+                                          f"team {rule.get('team')!r} is not defined under teams"))
+    rep_ids = {r.get("id") for r in _items(data.get("reps")) if isinstance(r, dict)}
+    for team_name, team in teams.items():
+        for rep in _items(team.get("reps") if isinstance(team, dict) else None):
+            if rep not in rep_ids:
+                problems.append(ConfigProblem(f"teams.{team_name}.reps", f"rep {rep!r} is not defined under reps"))
+    return problems
 
 
 def _problems_from(error: ValidationError) -> list[ConfigProblem]:
@@ -329,7 +352,11 @@ def parse_config(data: Any, origin: str = "<config>") -> HandoffConfig:
     try:
         return HandoffConfig.model_validate(data)
     except ValidationError as exc:
-        raise ConfigError(origin, _problems_from(exc)) from None
+        problems = _problems_from(exc)
+        # Field errors stop pydantic before the cross-reference check: run it on the raw data too.
+        known = {str(p) for p in problems}
+        problems += [p for p in reference_problems(data) if str(p) not in known]
+        raise ConfigError(origin, problems) from None
 
 
 def example_config_text() -> str:

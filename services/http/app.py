@@ -53,6 +53,11 @@ def create_app(container: Container) -> FastAPI:
     async def metrics(request: Request) -> Response:
         for hook in container.extras.get("metrics_hooks", []):
             await hook()
+        for runner in container.extras.get("runners", []):
+            try:
+                await asyncio.wait_for(runner.report_lag(), 2.0)
+            except Exception:  # lag is best effort: a scrape must not fail because the bus is slow
+                pass
         return Response(generate_latest(), media_type=CONTENT_TYPE_LATEST)
 
     for part in container.parts.values():
