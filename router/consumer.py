@@ -63,6 +63,9 @@ class RouterHandler(Handler):
         if not relevant:
             return
         async with self.db.transaction() as conn:
+            # The routing lock first, before any lead row: every router takes its locks in one order, so two
+            # routers never deadlock (a lead lock, then the routing lock, against the reverse).
+            await self._routing_lock(conn)
             fresh = await claim_new(conn, self.group, [e.id for e in relevant])
             for event in relevant:
                 if event.id not in fresh:
@@ -104,10 +107,7 @@ class RouterHandler(Handler):
     async def assign(self, conn: AsyncConnection, lead_id: str, lead: Mapping[str, Any], *, now: datetime,
                      exclude: Collection[str] | Mapping[str, str] = (), previous: str | None = None,
                      from_stage: str = "mql") -> Decision:
-        """Choose a rep under the global routing lock and record it (or the fallback queue)."""
-        await conn.execute(insert_ignore(conn, routing_cursors), [
-            {"team": GLOBAL_LOCK, "cursor": None, "updated_at": now}])
-        await conn.execute(lock(conn, select(routing_cursors.c.team).where(routing_cursors.c.team == GLOBAL_LOCK)))
+        """Choose a rep and record it (or the fallback queue). The caller holds the routing lock."""
         reps = await self._rep_states(conn)
         cursors = dict((await conn.execute(select(routing_cursors.c.team, routing_cursors.c.cursor))).all())
         owner = await self._account_owner(conn, lead)
@@ -141,6 +141,13 @@ class RouterHandler(Handler):
         )])
         return decision
 
+    @staticmethod
+    async def _routing_lock(conn: AsyncConnection) -> None:
+        """Serialise assignments: open-lead counts and rotation cursors are read and written under it."""
+        await conn.execute(insert_ignore(conn, routing_cursors), [
+            {"team": GLOBAL_LOCK, "cursor": None, "updated_at": utcnow()}])
+        await conn.execute(lock(conn, select(routing_cursors.c.team).where(routing_cursors.c.team == GLOBAL_LOCK)))
+
     async def _rep_states(self, conn: AsyncConnection) -> dict[str, RepState]:
         loads: dict[str, int] = dict((await conn.execute(  # type: ignore[arg-type]
             select(leads.c.owner, func.count()).where(leads.c.stage.in_(OPEN_STAGES), leads.c.owner.is_not(None))
@@ -171,6 +178,7 @@ class RouterHandler(Handler):
         assigned = 0
         for lead_id in waiting:
             async with self.db.transaction() as conn:
+                await self._routing_lock(conn)
                 row = (await conn.execute(lock(conn, select(leads).where(leads.c.id == lead_id)))).mappings().first()
                 if row is None or row["stage"] != "mql" or row["owner"] is not None:
                     continue

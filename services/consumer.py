@@ -54,8 +54,14 @@ def is_transient(exc: BaseException) -> bool:
         return False
     if isinstance(exc, OperationalError | OSError | TimeoutError | BusError | ConnectionError):
         return True
-    if isinstance(exc, DBAPIError) and exc.connection_invalidated:
-        return True
+    if isinstance(exc, DBAPIError):
+        if exc.connection_invalidated:
+            return True
+        # Lock conflicts (deadlock, serialization failure) resolve on retry; asyncpg names them.
+        orig = type(getattr(exc, "orig", None)).__name__ + str(getattr(exc, "orig", ""))
+        if any(word in orig for word in ("Deadlock", "Serialization", "LockNotAvailable", "deadlock",
+                                          "could not serialize", "terminating connection")):
+            return True
     name = type(exc).__name__
     return "Connection" in name or "CannotConnect" in name
 

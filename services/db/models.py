@@ -148,7 +148,9 @@ stage_history = Table(
     Column("to_stage", String(32), nullable=False),
     Column("at", UtcDateTime, nullable=False),
     Column("cause", Text, nullable=False),
-    Index("ix_stage_history_lead", "lead_id", "at"),
+    # Covering (lead_id, at, id) order: the funnel report's per-lead pass over the history is an
+    # index-only scan with no sort on PostgreSQL (services/reports.py); lead lookups use it too.
+    Index("ix_stage_history_lead", "lead_id", "at", "id", postgresql_include=["from_stage", "to_stage"]),
     Index("ix_stage_history_to_at", "to_stage", "at"),
 )
 score_history = Table(

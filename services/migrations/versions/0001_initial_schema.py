@@ -2,7 +2,7 @@
 
 Revision ID: 0001
 Revises:
-Create Date: 2026-11-23 15:41:17.250124
+Create Date: 2026-11-23 16:07:21.464752
 """
 
 from __future__ import annotations
@@ -323,7 +323,12 @@ def upgrade() -> None:
         sa.PrimaryKeyConstraint("id", name=op.f("pk_stage_history")),
     )
     with op.batch_alter_table("stage_history", schema=None) as batch_op:
-        batch_op.create_index("ix_stage_history_lead", ["lead_id", "at"], unique=False)
+        batch_op.create_index(
+            "ix_stage_history_lead",
+            ["lead_id", "at", "id"],
+            unique=False,
+            postgresql_include=["from_stage", "to_stage"],
+        )
         batch_op.create_index("ix_stage_history_to_at", ["to_stage", "at"], unique=False)
 
     op.create_table(
@@ -350,7 +355,7 @@ def downgrade() -> None:
     op.drop_table("touchpoints")
     with op.batch_alter_table("stage_history", schema=None) as batch_op:
         batch_op.drop_index("ix_stage_history_to_at")
-        batch_op.drop_index("ix_stage_history_lead")
+        batch_op.drop_index("ix_stage_history_lead", postgresql_include=["from_stage", "to_stage"])
 
     op.drop_table("stage_history")
     with op.batch_alter_table("sla_timers", schema=None) as batch_op:
