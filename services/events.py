@@ -16,7 +16,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 import orjson
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 # Event types (CloudEvents ``type``).
 TOUCHPOINT_RECEIVED = "handoff.touchpoint.received"
@@ -113,6 +113,12 @@ class Touchpoint(BaseModel):
     campaign: str | None = None
     properties: dict[str, Any] = Field(default_factory=dict)
     traits: dict[str, Any] = Field(default_factory=dict)
+
+    @field_validator("email")
+    @classmethod
+    def _identity_form(cls, value: str | None) -> str | None:
+        """Emails are trimmed and lower-cased for identity, whoever built the touchpoint."""
+        return value.strip().lower() or None if value else None
 
     def identity_key(self) -> str:
         """The most stable identity in the event: the partition key on the touchpoints topic."""
