@@ -81,7 +81,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     settings = Settings()
     logging.basicConfig(level=settings.log_level.upper(),
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    logging.getLogger("alembic").setLevel(logging.WARNING)  # its INFO lines at every start are noise
+    for noisy in ("alembic", "httpx", "aiokafka"):  # INFO lines per start / request / rebalance: noise
+        logging.getLogger(noisy).setLevel(logging.WARNING)
     handler = globals()[f"cmd_{args.command.replace('-', '_')}"]
     try:
         return int(handler(args, settings) or 0)
