@@ -26,7 +26,6 @@ raise :class:`FeedbackError` with status 409 and say why. :func:`decide` holds t
 
 from __future__ import annotations
 
-from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any, Literal
@@ -39,6 +38,7 @@ from services.db.dialect import lock
 from services.db.models import assignments, feedback, lead_sla, leads, sla_timers
 from services.events import LEAD_EVENTS, LEAD_FEEDBACK, Event, LeadFeedback, utcnow
 from services.lead_store import record_stage
+from services.leads import resolve_row
 from services.outbox import add_events
 
 FeedbackType = Literal["accepted", "contacted", "rejected", "won", "lost"]
@@ -133,22 +133,6 @@ def as_utc(at: datetime) -> datetime:
     return at.replace(tzinfo=UTC) if at.tzinfo is None else at.astimezone(UTC)
 
 
-async def _resolve_for_update(conn: AsyncConnection, lead_id: str) -> Mapping[str, Any] | None:
-    """The lead row (following merges to the survivor), locked for this transaction on PostgreSQL."""
-    current = lead_id
-    seen: set[str] = set()
-    for _ in range(16):
-        row = (await conn.execute(lock(conn, select(leads).where(leads.c.id == current)))).mappings().first()
-        if row is None:
-            return None
-        target = row["merged_into"]
-        if not target or target in seen or target == current:
-            return row
-        seen.add(current)
-        current = target
-    return None
-
-
 async def _stop_clock(conn: AsyncConnection, lead_id: str, at: datetime, now: datetime) -> None:
     """Stop a running SLA clock: met if contact came by the due time, else breached; cancel timers."""
     query = lock(conn, select(lead_sla).where(lead_sla.c.lead_id == lead_id))
@@ -211,7 +195,7 @@ async def record_feedback(
     at = as_utc(at) if at is not None else now
     check_input(type, reason, at, now)
     reason = reason.strip() if reason and reason.strip() else None
-    row = await _resolve_for_update(conn, lead_id)
+    row = await resolve_row(conn, lead_id, for_update=True)
     if row is None:
         raise FeedbackError(404, "lead_not_found", f"no lead with id {lead_id!r}; find a lead's id with "
                             "GET /v1/leads?email=<address>")

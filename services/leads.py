@@ -31,6 +31,7 @@ from sqlalchemy import and_, func, or_, select
 from sqlalchemy.ext.asyncio import AsyncConnection
 from sqlalchemy.sql.elements import ColumnElement
 
+from services.db.dialect import lock
 from services.db.models import assignments, lead_identities, lead_sla, leads, stage_history, touchpoints
 from services.stages import STAGES
 
@@ -66,13 +67,15 @@ def _number(value: Any) -> float:
 
 
 # ---------------------------------------------------------------- merges and identities
-async def _resolve_row(conn: AsyncConnection, lead_id: str) -> Row | None:
-    """The lead row of ``lead_id``, following ``merged_into`` to the surviving lead."""
+async def resolve_row(conn: AsyncConnection, lead_id: str, *, for_update: bool = False) -> Row | None:
+    """The lead row of ``lead_id``, following ``merged_into`` to the surviving lead; with ``for_update``
+    each row read is locked for the transaction (PostgreSQL)."""
     seen: set[str] = set()
     current = lead_id
     row: Row | None = None
     for _ in range(MAX_MERGE_HOPS):
-        row = (await conn.execute(select(leads).where(leads.c.id == current))).mappings().first()
+        query = select(leads).where(leads.c.id == current)
+        row = (await conn.execute(lock(conn, query) if for_update else query)).mappings().first()
         if row is None:
             return None
         target = row["merged_into"]
@@ -212,7 +215,7 @@ async def load_lead_document(
     ``timeline_limit`` keeps the newest touchpoints (shown oldest first, newest last);
     ``touchpoints_total`` says how many there are.
     """
-    row = await _resolve_row(conn, lead_id)
+    row = await resolve_row(conn, lead_id)
     if row is None:
         return None
     winner = row["id"]

@@ -93,6 +93,17 @@ async def bus(request: pytest.FixtureRequest, db: Database) -> AsyncIterator[Bus
         await instance.stop()
 
 
+@pytest.fixture(params=BUS_KINDS)
+def bus_kind(request: pytest.FixtureRequest) -> str:
+    """For tests that run a whole pipeline: the bus it runs on (the broker comes with "kafka")."""
+    return str(request.param)
+
+
+@pytest.fixture
+def maybe_broker(request: pytest.FixtureRequest, bus_kind: str) -> Broker | None:
+    return request.getfixturevalue("broker") if bus_kind == "kafka" else None
+
+
 def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
     """Integration tests that take ``db``/``bus`` run on every database and every bus."""
     needs_db = "database_url" in metafunc.fixturenames

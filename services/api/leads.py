@@ -14,9 +14,7 @@ Merged-away leads never appear in lists (their id still opens the lead they were
 
 from __future__ import annotations
 
-import re
 from dataclasses import replace
-from datetime import UTC, date, datetime
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Query
@@ -24,6 +22,7 @@ from fastapi import APIRouter, Query
 from services.http.auth import RequireToken
 from services.http.deps import ContainerDep
 from services.http.errors import ApiError
+from services.http.params import parse_time_param
 from services.leads import (
     STAGES,
     LeadFilters,
@@ -41,23 +40,6 @@ MAX_LIMIT = 200
 def _invalid(field: str, message: str) -> ApiError:
     details = [{"field": field, "message": message}]
     return ApiError(422, "invalid_payload", f"invalid fields: {field}", details)
-
-
-def parse_time_param(field: str, value: str | None) -> datetime | None:
-    """``2026-11-01`` (midnight UTC) or an ISO 8601 time (``Z`` or an offset; none means UTC)."""
-    if value is None or not value.strip():
-        return None
-    text = value.strip()
-    try:
-        if len(text) == 10:
-            day = date.fromisoformat(text)
-            return datetime(day.year, day.month, day.day, tzinfo=UTC)
-        # An unencoded "+01:00" offset in a query string arrives as " 01:00".
-        parsed = datetime.fromisoformat(re.sub(r" (\d\d:?\d\d)$", r"+\1", text))
-    except ValueError:
-        raise _invalid(field, f"{value!r} is not a date (2026-11-01) or an ISO 8601 time "
-                              "(2026-11-01T09:00:00Z)") from None
-    return parsed.replace(tzinfo=UTC) if parsed.tzinfo is None else parsed.astimezone(UTC)
 
 
 def parse_stages(value: str | None) -> tuple[str, ...]:

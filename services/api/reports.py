@@ -12,8 +12,7 @@
 
 from __future__ import annotations
 
-import re
-from datetime import UTC, date, datetime
+from datetime import datetime
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Query
@@ -21,35 +20,13 @@ from fastapi import APIRouter, Query
 from services.events import utcnow
 from services.http.auth import RequireToken
 from services.http.deps import ContainerDep
-from services.http.errors import ApiError
+from services.http.params import invalid_param, parse_time_param
 from services.reports import GROUP_BY, Connect, funnel_report
 from services.runtime import Container
 
 
-def invalid_param(name: str, message: str) -> ApiError:
-    return ApiError(422, "invalid_parameter", f"invalid query parameter {name}: {message}",
-                    [{"field": name, "message": message}])
-
-
-def parse_when(name: str, value: str | None) -> datetime | None:
-    """``2026-11-01`` (midnight UTC) or an ISO 8601 time (``Z`` or an offset; none means UTC)."""
-    if value is None or not value.strip():
-        return None
-    text = value.strip()
-    try:
-        if len(text) == 10:
-            day = date.fromisoformat(text)
-            return datetime(day.year, day.month, day.day, tzinfo=UTC)
-        # An unencoded "+01:00" offset in a query string arrives as " 01:00".
-        parsed = datetime.fromisoformat(re.sub(r" (\d\d:?\d\d)$", r"+\1", text))
-    except ValueError:
-        raise invalid_param(name, f"{value!r} is not a date (2026-11-01) or an ISO 8601 time "
-                                  "(2026-11-01T09:00:00Z)") from None
-    return parsed.replace(tzinfo=UTC) if parsed.tzinfo is None else parsed.astimezone(UTC)
-
-
 def parse_window(start: str | None, end: str | None) -> tuple[datetime | None, datetime | None]:
-    begin, finish = parse_when("from", start), parse_when("to", end)
+    begin, finish = parse_time_param("from", start), parse_time_param("to", end)
     if begin is not None and finish is not None and finish <= begin:
         raise invalid_param("to", f"must be after from ({begin.isoformat()}); the window is from <= t < to")
     return begin, finish

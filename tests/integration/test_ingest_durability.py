@@ -14,16 +14,6 @@ from tests.support.pipeline import running_pipeline
 pytestmark = pytest.mark.integration
 
 
-@pytest.fixture(params=["local", "kafka"])
-def bus_kind(request: pytest.FixtureRequest) -> str:
-    return str(request.param)
-
-
-@pytest.fixture
-def maybe_broker(request: pytest.FixtureRequest, bus_kind: str) -> Broker | None:
-    return request.getfixturevalue("broker") if bus_kind == "kafka" else None
-
-
 def touchpoints(n: int) -> dict[str, list[dict[str, str]]]:
     return {"touchpoints": [{"event_id": f"restart-{i}", "type": "page_view", "anonymous_id": f"v{i}"}
                             for i in range(n)]}

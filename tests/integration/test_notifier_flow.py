@@ -18,16 +18,6 @@ from tests.support.receiver import Receiver, Reply
 pytestmark = pytest.mark.integration
 
 
-@pytest.fixture(params=["local", "kafka"])
-def bus_kind(request: pytest.FixtureRequest) -> str:
-    return str(request.param)
-
-
-@pytest.fixture
-def maybe_broker(request: pytest.FixtureRequest, bus_kind: str) -> Broker | None:
-    return request.getfixturevalue("broker") if bus_kind == "kafka" else None
-
-
 def short_sla_config(crm_url: str, alerts_url: str) -> HandoffConfig:
     data = load_config(None).model_dump(mode="json")
     data["sla"] = {"first_touch": "3s", "reminders": [0.5], "on_breach": ["alert_rep", "page_oncall", "reassign"]}

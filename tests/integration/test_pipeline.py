@@ -14,16 +14,6 @@ from tests.support.pipeline import running_pipeline
 pytestmark = pytest.mark.integration
 
 
-@pytest.fixture(params=["local", "kafka"])
-def bus_kind(request: pytest.FixtureRequest) -> str:
-    return str(request.param)
-
-
-@pytest.fixture
-def maybe_broker(request: pytest.FixtureRequest, bus_kind: str) -> Broker | None:
-    return request.getfixturevalue("broker") if bus_kind == "kafka" else None
-
-
 def journey(email: str, anon: str) -> list[dict[str, Any]]:
     return [
         {"event_id": f"{anon}-1", "type": "page_view", "anonymous_id": anon, "properties": {"path": "/blog/x"},
