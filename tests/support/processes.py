@@ -26,6 +26,7 @@ class HandoffProcess:
     proc: subprocess.Popen[bytes]
     port: int
     log_path: Path
+    exit_code: int | None = None  # after the context: how the process ended on SIGTERM (-9: it had to be killed)
 
     @property
     def url(self) -> str:
@@ -66,7 +67,8 @@ def handoff_process(args: list[str], env: Mapping[str, str], port: int, log_path
         if proc.poll() is None:
             proc.send_signal(signal.SIGTERM)
             try:
-                proc.wait(20)
+                handle.exit_code = proc.wait(20)
             except subprocess.TimeoutExpired:
                 proc.kill()
                 proc.wait()
+                handle.exit_code = -9
