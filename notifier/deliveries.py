@@ -33,7 +33,7 @@ from sqlalchemy.orm import aliased
 from notifier.alerts import alert_requests
 from notifier.alerts import dead_letter as dead_letter_alert
 from notifier.crm import LeadDocumentError, MissingSecret, OutboundRequest, build_crm_requests, send_sequence
-from notifier.queue import CRM_TARGET, alert_from_json, enqueue_alert
+from notifier.queue import CRM_TARGET, DIRTY, alert_from_json, enqueue_alert
 from notifier.retry import CircuitBreaker, RetryPolicy, decide
 from services.config import HandoffConfig
 from services.db.database import Database
@@ -42,6 +42,7 @@ from services.db.models import deliveries
 from services.dead_letters import store_dead_letter
 from services.events import utcnow
 from services.leads import load_lead_document
+from services.outbox import wait_any as _wait_any
 
 log = logging.getLogger(__name__)
 OUTCOMES = Counter("handoff_deliveries_total", "Delivery attempts by target and outcome", ["target", "outcome"])
@@ -67,6 +68,12 @@ class DeliveryWorker:
         self.breakers: dict[str, CircuitBreaker] = {}
         self.environ = environ
         self._random = random.Random()
+        self._wakeup = asyncio.Event()
+        db.on_commit(self._on_commit)
+
+    def _on_commit(self, flags: dict[str, Any]) -> None:
+        if flags.get(DIRTY):  # queued in this process: send now rather than at the next idle tick
+            self._wakeup.set()
 
     async def run(self, stop: asyncio.Event) -> None:
         while not stop.is_set():
@@ -76,10 +83,8 @@ class DeliveryWorker:
                 log.warning("delivery worker: %s", exc)
                 sent = 0
             if sent == 0:
-                try:
-                    await asyncio.wait_for(stop.wait(), self.idle)
-                except TimeoutError:
-                    pass
+                self._wakeup.clear()
+                await _wait_any(stop, self._wakeup, self.idle)
 
     def _breaker(self, target: str) -> CircuitBreaker:
         return self.breakers.get(target, self._breaker_template)

@@ -39,7 +39,11 @@ def alert_from_json(data: dict[str, Any]) -> Alert:
     return Alert(**values)
 
 
+DIRTY = "deliveries_dirty"  # a flag in conn.info: the committed transaction queued deliveries
+
+
 async def enqueue_crm_push(conn: AsyncConnection, lead_id: str, assignment_id: str, now: datetime) -> None:
+    conn.info[DIRTY] = True
     await conn.execute(deliveries.insert().values(
         target=CRM_TARGET, order_key=lead_id, idempotency_key=f"{lead_id}:{assignment_id}", kind="lead_push",
         lead_id=lead_id, payload={"lead_id": lead_id, "assignment_id": assignment_id}, status="pending",
@@ -57,5 +61,6 @@ async def enqueue_alert(conn: AsyncConnection, alerts: Alerts, alert: Alert, now
         for sink in sinks_for(alert) if configured.get(sink) is not None
     ]
     if rows:
+        conn.info[DIRTY] = True
         await conn.execute(deliveries.insert(), rows)
     return len(rows)

@@ -66,6 +66,9 @@ class OutboxRelay:
             try:
                 moved = await self.relay_once()
                 backoff = 0.1
+                if moved < 0:  # another process's relay holds the lock: it is brief, try again soon
+                    await _wait(stop, 0.005)
+                    continue
             except (SQLAlchemyError, OSError, BusError) as exc:
                 log.warning("outbox relay: %s; retrying in %.1fs", exc, backoff)
                 moved = 0
@@ -74,15 +77,17 @@ class OutboxRelay:
                 continue
             if moved < self.batch_size:
                 self._wakeup.clear()
-                await _wait_any(stop, self._wakeup, self.idle_interval)
+                await wait_any(stop, self._wakeup, self.idle_interval)
 
     async def relay_once(self) -> int:
-        """Publish up to ``batch_size`` queued events; the number published."""
+        """Publish up to ``batch_size`` queued events; the number published, -1 if another relay is busy."""
         async with self.db.transaction() as conn:
             if conn.dialect.name == "postgresql":
                 got = (await conn.execute(text("SELECT pg_try_advisory_xact_lock(:k)"), {"k": RELAY_LOCK_ID}))
                 if not got.scalar():
-                    return 0
+                    # Only if there is something to send: an idle relay must not spin on a busy one's lock.
+                    pending = (await conn.execute(select(outbox.c.id).limit(1))).first()
+                    return -1 if pending is not None else 0
             rows = (await conn.execute(
                 select(outbox).order_by(outbox.c.id).limit(self.batch_size)
             )).mappings().all()
@@ -108,7 +113,8 @@ async def _wait(stop: asyncio.Event, seconds: float) -> None:
         pass
 
 
-async def _wait_any(stop: asyncio.Event, wake: asyncio.Event, seconds: float) -> None:
+async def wait_any(stop: asyncio.Event, wake: asyncio.Event, seconds: float) -> None:
+    """Wait until ``stop`` or ``wake`` is set, or ``seconds`` pass."""
     waiters = [asyncio.ensure_future(stop.wait()), asyncio.ensure_future(wake.wait())]
     try:
         await asyncio.wait(waiters, timeout=seconds, return_when=asyncio.FIRST_COMPLETED)
