@@ -19,10 +19,10 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import bindparam, or_, select, tuple_, update
+from sqlalchemy import bindparam, select, tuple_, update
 from sqlalchemy.ext.asyncio import AsyncConnection
 
-from scoring.rules import RuleSet
+from scoring.rules import RuleSet, Score
 from scoring.stages import scoring_stage, stage_rank
 from scoring.state import LeadScoreState
 from services.consumer import Handler
@@ -209,9 +209,9 @@ class _Batch:
         for work in self.leads.values():
             if work.merged_into is not None:
                 if not work.is_new and work.original_stage is not None:
-                    updates.append(self._row(work, merged=True))
+                    updates.append(self._row(work))
                 elif work.is_new:
-                    inserts.append(self._row(work, merged=True))
+                    inserts.append(self._row(work))
                 continue
             if not work.new_touchpoints and not work.causes:
                 continue
@@ -229,8 +229,8 @@ class _Batch:
                 if not work.is_new or work.stage != "anonymous":
                     self.out_events.append(Event.new(LEAD_STAGE_CHANGED, source="scoring", key=work.id, data={
                         "lead_id": work.id, "from": before, "to": work.stage, "at": now.isoformat()}))
-            (inserts if work.is_new else updates).append(self._row(work))
             score = self.rules.score(work.state, now)
+            (inserts if work.is_new else updates).append(self._row(work, score))
             if work.causes:
                 await conn.execute(score_history.insert().values(
                     lead_id=work.id, at=now, fit=score.fit, engagement=score.engagement, total=score.total,
@@ -249,29 +249,31 @@ class _Batch:
                     {c: bindparam(f"b_{c}") for c in updates[0] if c != "id"}),
                 [{f"b_{k}": v for k, v in row.items()} for row in updates])
         if self.new_links:
-            await conn.execute(insert_ignore(conn, lead_identities).returning(lead_identities.c.lead_id), [
-                {"kind": k, "value": v, "lead_id": self._live(lead_id).id, "linked_at": now}
-                for (k, v), lead_id in self.new_links.items()])
-            await self._check_links()
+            inserted = await conn.execute(
+                insert_ignore(conn, lead_identities).returning(lead_identities.c.kind, lead_identities.c.value), [
+                    {"kind": k, "value": v, "lead_id": self._live(lead_id).id, "linked_at": now}
+                    for (k, v), lead_id in self.new_links.items()])
+            raced = set(self.new_links) - {(k, v) for k, v in inserted}
+            if raced:
+                await self._check_links(sorted(raced))
         if tp_rows:
             await conn.execute(insert_ignore(conn, touchpoints), tp_rows)
         if history:
             await conn.execute(stage_history.insert(), history)
         await add_events(conn, LEAD_EVENTS, self.out_events)
 
-    async def _check_links(self) -> None:
-        """A concurrent consumer may have linked one of our new identities to another lead first: then
-        this batch is wrong, so fail it; the runner retries and the retry sees (and merges) that lead."""
-        pairs = list(self.new_links)
+    async def _check_links(self, pairs: list[Identity]) -> None:
+        """Identities we meant to create already existed: a concurrent consumer linked them first. If it
+        linked them to another lead, this batch is wrong: fail it; the retry sees (and merges) that lead."""
         rows = await self.conn.execute(select(lead_identities.c.kind, lead_identities.c.value,
                                               lead_identities.c.lead_id).where(
-            or_(*[(lead_identities.c.kind == k) & (lead_identities.c.value == v) for k, v in pairs[:500]])))
+            tuple_(lead_identities.c.kind, lead_identities.c.value).in_(pairs)))
         for kind, value, lead_id in rows:
             if lead_id != self._live(self.new_links[(kind, value)]).id:
                 raise IdentityRace(f"identity {kind}:{value} was linked to lead {lead_id} concurrently")
 
-    def _row(self, work: LeadWork, merged: bool = False) -> dict[str, Any]:
-        score = self.rules.score(work.state, self.now)
+    def _row(self, work: LeadWork, score: Score | None = None) -> dict[str, Any]:
+        score = score or self.rules.score(work.state, self.now)
         row = {
             "id": work.id, "stage": work.stage, "email": work.email,
             "company_domain": work.state.company_domain, "fit": score.fit, "engagement": score.engagement,

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from services.db.dialect import insert_ignore
@@ -26,15 +25,10 @@ async def claim_new(conn: AsyncConnection, consumer: str, event_ids: Sequence[st
     ids = list(dict.fromkeys(event_ids))
     if not ids:
         return set()
-    seen = set((await conn.execute(select(processed_events.c.event_id).where(
-        processed_events.c.consumer == consumer, processed_events.c.event_id.in_(ids)))).scalars())
-    fresh = [i for i in ids if i not in seen]
-    if fresh:
-        now = utcnow()
-        inserted = await conn.execute(
-            insert_ignore(conn, processed_events).returning(processed_events.c.event_id),
-            [{"consumer": consumer, "event_id": i, "processed_at": now} for i in fresh],
-        )
-        # A concurrent member may have claimed some in between: only what we inserted is ours.
-        return set(inserted.scalars())
-    return set()
+    # ON CONFLICT DO NOTHING ... RETURNING answers exactly the ids this transaction claimed: a redelivered
+    # id, or one a concurrent member claimed first (it waits for that member's commit), is not returned.
+    inserted = await conn.execute(
+        insert_ignore(conn, processed_events).returning(processed_events.c.event_id),
+        [{"consumer": consumer, "event_id": i, "processed_at": utcnow()} for i in ids],
+    )
+    return set(inserted.scalars())

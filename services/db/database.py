@@ -20,6 +20,7 @@ from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from typing import Any
 
+import orjson
 from sqlalchemy import event, text
 from sqlalchemy.engine import make_url
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
@@ -35,8 +36,16 @@ SQLITE_PRAGMAS = (
 )
 
 
+def _json_dumps(value: Any) -> str:
+    return orjson.dumps(value, option=orjson.OPT_NON_STR_KEYS).decode()
+
+
+# JSON columns go through orjson: the standard library's encoder was a tenth of the scoring consumer's time.
+JSON_CODEC: dict[str, Any] = {"json_serializer": _json_dumps, "json_deserializer": orjson.loads}
+
+
 def _sqlite_engine(url: str, immediate: bool, pool_size: int) -> AsyncEngine:
-    engine = create_async_engine(url, pool_size=pool_size, max_overflow=0, pool_pre_ping=False)
+    engine = create_async_engine(url, pool_size=pool_size, max_overflow=0, pool_pre_ping=False, **JSON_CODEC)
 
     @event.listens_for(engine.sync_engine, "connect")
     def _on_connect(dbapi_connection: Any, _record: Any) -> None:
@@ -68,7 +77,8 @@ class Database:
             self._write_lock = asyncio.Lock()
         else:
             self.writer = create_async_engine(
-                url, pool_size=pool_size, max_overflow=pool_size, pool_pre_ping=True, pool_recycle=1800
+                url, pool_size=pool_size, max_overflow=pool_size, pool_pre_ping=True, pool_recycle=1800,
+                **JSON_CODEC,
             )
             self.reader = self.writer
 
@@ -130,4 +140,4 @@ class Database:
 
 def null_pool_engine(url: str) -> AsyncEngine:
     """A pool-less engine for one-shot commands (migrations, CLI)."""
-    return create_async_engine(url, poolclass=NullPool)
+    return create_async_engine(url, poolclass=NullPool, **JSON_CODEC)
