@@ -47,7 +47,7 @@ async def test_kill9_loses_nothing_and_doubles_nothing(db: Database, bus: Bus, r
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
     cmd = [sys.executable, "-m", "tests.support.kill9_consumer", db.url, kind, bootstrap, prefix, group]
     kills = 0
-    deadline = time.monotonic() + 150
+    deadline = time.monotonic() + 240  # generous: a loaded CI machine rejoins Kafka groups slowly
     while time.monotonic() < deadline:
         # Starting the process is quick; the waiting below is all async.
         proc = subprocess.Popen(cmd, env=env, cwd=ROOT, stdout=subprocess.DEVNULL,  # noqa: ASYNC220
@@ -74,5 +74,5 @@ async def test_kill9_loses_nothing_and_doubles_nothing(db: Database, bus: Bus, r
     total, distinct = await applied(db)
     print(f"kill -9 x{kills}: sent {N}, applied {distinct}, lost {N - distinct}, duplicated {total - distinct}")
     assert kills == 3
-    assert distinct == N, f"lost {N - distinct} acknowledged events"
+    assert distinct == N, f"lost {N - distinct} acknowledged events (or still catching up at the deadline)"
     assert total == distinct, f"{total - distinct} events applied twice"
