@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Collection, Mapping
+from dataclasses import dataclass, field, replace
 from datetime import datetime
 from typing import Any
 
@@ -48,6 +49,26 @@ GLOBAL_LOCK = "*"  # the routing_cursors row every assignment locks first
 OPEN_STAGES = ("sql", "contacted")
 
 
+@dataclass
+class _Snapshot:
+    """What assignments read under the routing lock, kept current in memory for the rest of the batch."""
+
+    reps: dict[str, RepState] | None = None
+    cursors: dict[str, Any] = field(default_factory=dict)
+
+    def record(self, decision: Decision, previous: str | None) -> None:
+        if decision.cursor is not None and decision.team:
+            self.cursors[decision.team] = decision.cursor
+        if self.reps is None:
+            return
+        if decision.rep_id in self.reps:
+            rep = self.reps[decision.rep_id]
+            self.reps[decision.rep_id] = replace(rep, open_leads=rep.open_leads + 1)
+        if previous in self.reps:  # a reassignment takes the lead off the breached rep's load
+            rep = self.reps[previous]
+            self.reps[previous] = replace(rep, open_leads=max(0, rep.open_leads - 1))
+
+
 class RouterHandler(Handler):
     group = "router"
     topics = (LEAD_EVENTS,)
@@ -67,15 +88,16 @@ class RouterHandler(Handler):
             # routers never deadlock (a lead lock, then the routing lock, against the reverse).
             await self._routing_lock(conn)
             fresh = await claim_new(conn, self.group, [e.id for e in relevant])
+            snapshot = _Snapshot()  # rep loads and cursors, read once per batch under the lock
             for event in relevant:
                 if event.id not in fresh:
                     continue
                 if event.type == LEAD_SCORED:
-                    await self._on_scored(conn, LeadScored.model_validate(event.data))
+                    await self._on_scored(conn, LeadScored.model_validate(event.data), snapshot)
                 else:
-                    await self._on_reassign(conn, ReassignRequested.model_validate(event.data))
+                    await self._on_reassign(conn, ReassignRequested.model_validate(event.data), snapshot)
 
-    async def _on_scored(self, conn: AsyncConnection, scored: LeadScored) -> None:
+    async def _on_scored(self, conn: AsyncConnection, scored: LeadScored, snapshot: _Snapshot) -> None:
         row = (await conn.execute(lock(conn, select(leads).where(leads.c.id == scored.lead_id)))).mappings().first()
         if row is None or row["merged_into"]:
             return
@@ -89,9 +111,9 @@ class RouterHandler(Handler):
             await record_stage(conn, row["id"], row["stage"], "disqualified", at=now, cause=result.reason)
             return
         await record_stage(conn, row["id"], row["stage"], "mql", at=now, cause=result.reason, qualified_at=now)
-        await self.assign(conn, row["id"], lead, now=now)
+        await self.assign(conn, row["id"], lead, now=now, snapshot=snapshot)
 
-    async def _on_reassign(self, conn: AsyncConnection, request: ReassignRequested) -> None:
+    async def _on_reassign(self, conn: AsyncConnection, request: ReassignRequested, snapshot: _Snapshot) -> None:
         row = (await conn.execute(lock(conn, select(leads).where(leads.c.id == request.lead_id)))).mappings().first()
         if row is None or row["stage"] != "sql" or row["owner"] not in request.exclude_reps:
             return  # contacted meanwhile, or already reassigned: nothing to do
@@ -102,16 +124,21 @@ class RouterHandler(Handler):
             assignments.c.lead_id == row["id"], assignments.c.ended_at.is_(None)
         ).values(ended_at=now, end_reason=request.reason))
         await self.assign(conn, row["id"], lead, now=now, exclude={r: "SLA breach" for r in request.exclude_reps},
-                          previous=row["owner"], from_stage="sql")
+                          previous=row["owner"], from_stage="sql", snapshot=snapshot)
 
     async def assign(self, conn: AsyncConnection, lead_id: str, lead: Mapping[str, Any], *, now: datetime,
                      exclude: Collection[str] | Mapping[str, str] = (), previous: str | None = None,
-                     from_stage: str = "mql") -> Decision:
+                     from_stage: str = "mql", snapshot: _Snapshot | None = None) -> Decision:
         """Choose a rep and record it (or the fallback queue). The caller holds the routing lock."""
-        reps = await self._rep_states(conn)
-        cursors = dict((await conn.execute(select(routing_cursors.c.team, routing_cursors.c.cursor))).all())
+        snapshot = snapshot or _Snapshot()
+        if snapshot.reps is None:
+            snapshot.reps = await self._rep_states(conn)
+            snapshot.cursors = dict((await conn.execute(
+                select(routing_cursors.c.team, routing_cursors.c.cursor))).all())
         owner = await self._account_owner(conn, lead)
-        decision = self.router.choose(lead, reps, RoutingState(cursors), owner, now, exclude=exclude)
+        decision = self.router.choose(lead, snapshot.reps, RoutingState(snapshot.cursors), owner, now,
+                                      exclude=exclude)
+        snapshot.record(decision, previous)
         assignment_id = new_id()
         await conn.execute(assignments.insert().values(
             id=assignment_id, lead_id=lead_id, rep_id=decision.rep_id, team=decision.team,
