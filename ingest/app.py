@@ -30,6 +30,7 @@ from ingest.body import (
     UnknownSource,
     decode_body,
     parse_json,
+    refuse_nul,
 )
 from ingest.schemas import TouchpointIn, to_touchpoints
 from ingest.signatures import (
@@ -164,6 +165,7 @@ class IngestApi:
             source = authenticate(body)
             source_id = source.id
             payload = parse_json(body)
+            refuse_nul(body, payload)
             touchpoints = parse(payload, source, utcnow())
             result = await self.writer.submit(touchpoints)
         except IngestError as exc:

@@ -178,6 +178,31 @@ def parse_json(body: bytes, max_depth: int = MAX_JSON_DEPTH) -> Any:
     return value
 
 
+def refuse_nul(body: bytes, value: Any) -> None:
+    """Refuse a parsed body whose strings hold a NUL character: PostgreSQL cannot store NUL in text or
+    JSONB, so accepting one would acknowledge what can never be stored. (Only the escape ``\\u0000``
+    can put one in a JSON string, so bodies without it are not walked.)"""
+    if b"\\u0000" in body and has_nul(value):
+        raise BadBody("a string in the body contains a NUL character (\\u0000), which cannot be stored; "
+                      "remove it")
+
+
+def has_nul(value: Any) -> bool:
+    """True if any string (value or object key) in a parsed JSON value contains a NUL character."""
+    stack = [value]
+    while stack:
+        node = stack.pop()
+        if isinstance(node, str):
+            if "\x00" in node:
+                return True
+        elif isinstance(node, dict):
+            stack.extend(node.keys())
+            stack.extend(node.values())
+        elif isinstance(node, list):
+            stack.extend(node)
+    return False
+
+
 def json_depth(value: Any, stop_after: int | None = None) -> int:
     """Nesting depth of containers in a parsed JSON value (scalars 0, ``[]`` 1, ``{"a": []}`` 2).
 

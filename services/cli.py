@@ -24,6 +24,7 @@ from pathlib import Path
 from typing import Any
 
 from services.config import ConfigError, load_config
+from services.logging_setup import configure_logging
 from services.runtime import SERVICES
 from services.settings import Settings
 
@@ -79,8 +80,7 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     settings = Settings()
-    logging.basicConfig(level=settings.log_level.upper(),
-                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    configure_logging(settings)  # emails masked, secrets redacted in every log line
     for noisy in ("alembic", "httpx", "aiokafka"):  # INFO lines per start / request / rebalance: noise
         logging.getLogger(noisy).setLevel(logging.WARNING)
     handler = globals()[f"cmd_{args.command.replace('-', '_')}"]
@@ -136,6 +136,7 @@ def cmd_up(args: argparse.Namespace, settings: Settings) -> int:
     token = None
     if demo:
         token = _prepare_demo(settings)
+        configure_logging(settings, extra_secrets=[token] if token else ())  # the invented secrets too
     from services.db.migrate import migrate
 
     asyncio.run(migrate(settings.database_url))

@@ -124,10 +124,16 @@ class ConsumerRunner:
         self._topic_of = {}
         for message in messages:
             try:
-                events.append(message.event())
-                self._topic_of[events[-1].id] = message.topic
+                event = message.event()
             except (ValueError, TypeError) as exc:
                 await self._dead_letter_message(message, f"malformed message: {exc}")
+                continue
+            # The same event twice in one batch (a relay that published, then failed to delete its outbox
+            # rows, publishes them again): handlers claim ids once per transaction, so a second copy in
+            # the same batch would be applied a second time. Keep the first.
+            if event.id not in self._topic_of:
+                events.append(event)
+                self._topic_of[event.id] = message.topic
         try:
             with BATCH_SECONDS.labels(group).time():
                 await self._handle_with_retries(events, stop)

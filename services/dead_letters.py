@@ -28,6 +28,14 @@ async def store_dead_letter(
 ) -> int:
     """Record one dead letter (and announce it on the dlq topic) in the caller's transaction."""
     now = utcnow()
+    # What could not be processed may hold what the database cannot store (PostgreSQL refuses NUL in
+    # text and JSONB): the store itself must never fail on it, or the consumer would retry it forever.
+    try:
+        payload = storable(payload)
+    except RecursionError:  # nested beyond Python's limit: keep the error, drop the unstorable payload
+        payload = {"unstorable": "the payload nests too deep to be stored"}
+    error = storable(error)
+    topic, key, event_id = storable(topic), storable(key), storable(event_id)
     result = await conn.execute(dead_letters.insert().returning(dead_letters.c.id), [{
         "origin": origin, "topic": topic, "key": key, "event_id": event_id, "payload": payload,
         "error": error[:4000], "created_at": now, "delivery_id": delivery_id,
@@ -39,3 +47,14 @@ async def store_dead_letter(
               "error": error[:4000], "payload": payload},
     )])
     return dead_id
+
+
+def storable(value: Any) -> Any:
+    """``value`` with every NUL character (in strings and keys, at any depth) written as ``\\u0000``."""
+    if isinstance(value, str):
+        return value.replace("\x00", "\\u0000") if "\x00" in value else value
+    if isinstance(value, dict):
+        return {storable(k): storable(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [storable(v) for v in value]
+    return value

@@ -148,7 +148,8 @@ class KafkaConsumer(Consumer):
     async def start(self) -> None:
         consumer = AIOKafkaConsumer(
             bootstrap_servers=self.bus.bootstrap,
-            group_id=self.group,
+            # Prefixed like the topics: two deployments on one cluster never share a consumer group.
+            group_id=self.bus.prefix + self.group,
             client_id=f"{self.bus.client_id}-{self.group}",
             enable_auto_commit=False,
             auto_offset_reset="earliest",

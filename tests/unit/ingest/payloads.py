@@ -129,11 +129,14 @@ def mutated(draw: st.DrawFn, fixture_names: list[str]) -> Any:
         for path in draw(_targets(payload)):
             if not path:
                 return new
-            parent = payload
-            for key in path[:-1]:
-                parent = parent[key]
-            if isinstance(parent, dict) and delete:
-                del parent[path[-1]]
-            else:
-                parent[path[-1]] = new
+            try:
+                parent = payload
+                for key in path[:-1]:
+                    parent = parent[key]
+                if isinstance(parent, dict) and delete:
+                    del parent[path[-1]]
+                else:
+                    parent[path[-1]] = new
+            except (KeyError, IndexError, TypeError):
+                continue  # an enclosing value on this path was already replaced (by a string, say)
     return payload
