@@ -59,7 +59,7 @@ async def test_kill9_loses_nothing_and_doubles_nothing(db: Database, bus: Bus, r
                 target = before + rng.randint(20, 120)
                 t0 = time.monotonic()
                 while (await applied(db))[1] < min(target, N) and time.monotonic() - t0 < 20:
-                    await asyncio.sleep(rng.uniform(0.01, 0.1))
+                    await asyncio.sleep(rng.uniform(0.005, 0.03))
                 proc.send_signal(signal.SIGKILL)
                 proc.wait()
                 kills += 1
