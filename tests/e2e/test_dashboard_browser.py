@@ -133,19 +133,25 @@ def test_dashboard_after_simulate_in_headless_chromium(service: str, tmp_path: P
     assert sim.returncode == 0, sim.stdout + sim.stderr
     assert "40/40 journeys (100%)" in sim.stdout and "leads in each stage now:" in sim.stdout
 
+    url = f"{service}/dashboard?token={TOKEN}"
+    common = [browser, *CHROMIUM_FLAGS, f"--user-data-dir={tmp_path / 'chromium'}"]
     with httpx.Client(timeout=30) as client:
-        report = settled_report(client, service)
+        # Capture the page between two identical reports, so a late stage change (the pipeline is
+        # asynchronous) cannot make the page and the report disagree; try again if one slipped in.
+        for _attempt in range(5):
+            report = settled_report(client, service)
+            raw = client.get(f"{service}/dashboard", params={"token": TOKEN})
+            dom = subprocess.run([*common, "--dump-dom", url], capture_output=True, text=True, timeout=90)
+            after = client.get(f"{service}/v1/reports/funnel", headers={"Authorization": f"Bearer {TOKEN}"}).json()
+            after.pop("generated_at")
+            if after == report:
+                break
         sql_leads = client.get(f"{service}/v1/leads", params={"stage": "sql", "limit": 200},
                                headers={"Authorization": f"Bearer {TOKEN}"}).json()["items"]
-        raw = client.get(f"{service}/dashboard", params={"token": TOKEN})
     assert raw.status_code == 200
     totals = report["totals"]
     reached = {row["stage"]: row["reached"] for row in totals["stages"]}
     assert reached["anonymous"] >= 30 and reached["sql"] > 0 and reached["won"] > 0 and reached["disqualified"] > 0
-
-    url = f"{service}/dashboard?token={TOKEN}"
-    common = [browser, *CHROMIUM_FLAGS, f"--user-data-dir={tmp_path / 'chromium'}"]
-    dom = subprocess.run([*common, "--dump-dom", url], capture_output=True, text=True, timeout=90)
     assert dom.returncode == 0, dom.stderr[-2000:]
     shot = tmp_path / "dashboard.png"
     taken = subprocess.run([*common, f"--screenshot={shot}", "--window-size=1366,900", url],
