@@ -99,7 +99,7 @@ async def run(ctx: BenchContext) -> None:
         broker = await Broker.start_new(ctx.workdir)
     except Unavailable as exc:
         for rate in (100, 1000):
-            ctx.skip(SECTION, f"p99 at {rate} tp/s", "ms", str(exc), GOAL_P99_AT_1000 if rate == 1000 else None)
+            ctx.skip(SECTION, f"p99 at {rate:,} tp/s", "ms", str(exc), GOAL_P99_AT_1000 if rate == 1000 else None)
         return
     crm = CrmReceiver(LEAD_PATTERN)
     points: list[RatePoint] = []

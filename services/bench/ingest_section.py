@@ -91,15 +91,16 @@ async def _measure(ctx: BenchContext, servers: dict[str, ServiceProcess], broker
                 meter.start()
                 result = await _load(ctx, server.port, kind)
                 cpu = meter.stop()
-                figures = {**result.as_json(), "cpu_share": cpu,
-                           "server_cpu_us_per_request": round(1e6 * cpu["server"] * (ctx.duration + ctx.warmup)
-                                                              / max(1, result.requests + 1), 1)}
+                per_request = 1e6 * meter.seconds["server"] / max(1, result.completed)
+                figures = {**result.as_json(), "cpu_share": cpu, "server_cpu_us_per_request": round(per_request, 1),
+                           "server_cpu_us_per_touchpoint": round(per_request / (1 if kind == "single" else BATCH), 1)}
                 results.setdefault(f"{kind}/{mode}", []).append(figures)
                 unit = "req/s" if kind == "single" else "tp/s"
                 rate = result.rate if kind == "single" else result.item_rate
                 bad = {k: v for k, v in result.statuses.items() if not 200 <= k < 300}
                 ctx.say(SECTION, f"{say}: {rate:,.0f} {unit}; server CPU {cpu['server']:.2f} core, "
-                                 f"others on this machine {cpu['others on this machine']:.2f}"
+                                 f"{figures['server_cpu_us_per_touchpoint']:,.0f} µs per touchpoint; "
+                                 f"others on this machine {cpu['others on this machine']:.2f} core"
                         + (f" (non-2xx answers: {bad})" if bad else "")
                         + (f" ({result.errors} connection errors)" if result.errors else ""))
         if broker is not None:
@@ -204,6 +205,7 @@ def _report(ctx: BenchContext, results: Results, split_problem: str | None) -> N
     ctx.add(Measurement(SECTION, "batch of 500, embedded (SQLite)", median(emb_batch), "tp/s",
                         ceiling=median(bare_batch), ceiling_name="bare", goal=GOAL_BATCH_EMBEDDED, runs=emb_batch,
                         ceiling_runs=bare_batch))
+    _cpu_rows(ctx, results)
     if split_problem is not None:
         ctx.skip(SECTION, "single, split (Kafka + PostgreSQL)", "req/s", split_problem, GOAL_SINGLE_SPLIT)
         ctx.skip(SECTION, "batch of 500, split (Kafka + PostgreSQL)", "tp/s", split_problem, GOAL_BATCH_SPLIT)
@@ -218,3 +220,15 @@ def _report(ctx: BenchContext, results: Results, split_problem: str | None) -> N
     ctx.add(Measurement(SECTION, "batch of 500, split (Kafka + PostgreSQL)", median(split_batch), "tp/s",
                         ceiling=median(kafka), ceiling_name="aiokafka", goal=GOAL_BATCH_SPLIT, runs=split_batch,
                         ceiling_runs=kafka))
+
+
+def _cpu_rows(ctx: BenchContext, results: Results) -> None:
+    """Server CPU per touchpoint beside the bare endpoint's: unlike rates, it hardly depends on what else
+    runs on the machine, so it shows where the app's own cost lies."""
+    for kind in ("single", "batch"):
+        bare = median(_rates(results, f"{kind}/bare", "server_cpu_us_per_touchpoint"))
+        for mode, label in (("embedded", "embedded"), ("split", "split")):
+            values = _rates(results, f"{kind}/{mode}", "server_cpu_us_per_touchpoint")
+            if values:
+                ctx.add(Measurement(SECTION, f"server CPU per touchpoint, {kind}, {label}", median(values), "µs",
+                                    ceiling=bare, ceiling_name="bare", lower_is_better=True, runs=values))

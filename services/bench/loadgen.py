@@ -97,6 +97,7 @@ class LoadResult:
     elapsed: float = 0.0
     statuses: Counter[int] = field(default_factory=Counter)  # every answer, inside the window
     errors: int = 0  # connection failures
+    completed: int = 0  # every 2xx answer, warm-up included (for CPU per request)
 
     @property
     def rate(self) -> float:
@@ -141,6 +142,8 @@ async def closed_loop(host: str, port: int, make_request: Callable[[int], bytes]
                     await asyncio.sleep(0.05)
                 continue
             done = time.perf_counter()
+            if 200 <= status < 300:
+                result.completed += 1
             if window_start <= done < stop_at:
                 result.statuses[status] += 1
                 if 200 <= status < 300:

@@ -56,6 +56,7 @@ class RatePoint:
     reason: str = ""
     cpu: dict[str, float] = field(default_factory=dict)  # share of one core per process during the point
     drain_s: float = 0.0  # how long the backlog left at the end took to clear
+    tail_s: float = 0.0  # from the last request sent to the last push received
     backlog_at_end: dict[str, int] = field(default_factory=dict)
     hops: dict[str, dict[str, float | None]] = field(default_factory=dict)  # see hop_breakdown
     sent_at: dict[str, float] = field(default_factory=dict)  # perf_counter() per lead key (demo request)
@@ -80,7 +81,8 @@ class RatePoint:
                 "p50_ms": r(self.p50_ms), "p95_ms": r(self.p95_ms), "p99_ms": r(self.p99_ms),
                 "max_ms": r(max(self.latencies_ms, default=0.0) or None),
                 "sustainable": self.sustainable, "reason": self.reason, "cpu_share": self.cpu,
-                "drain_s": round(self.drain_s, 1), "backlog_at_end": self.backlog_at_end, "hops": self.hops}
+                "tail_s": round(self.tail_s, 2), "drain_s": round(self.drain_s, 1),
+                "backlog_at_end": self.backlog_at_end, "hops": self.hops}
 
 
 async def measure_rate(host: str, port: int, crm: CrmReceiver, *, rate: float, seconds: float, tag: str,
@@ -100,9 +102,12 @@ async def measure_rate(host: str, port: int, crm: CrmReceiver, *, rate: float, s
 
     paced = Paced(host, port, connections=connections)
     point.achieved = await paced.run(requests, rate, on_answer)
+    sending_ended = time.perf_counter()
     point.errors = paced.errors
     keys = [str(t) for t, _, _ in requests if t is not None]
     await wait_for_pushes(crm, keys, drain_timeout)
+    arrived = [crm.arrivals[k] for k in keys if k in crm.arrivals]
+    point.tail_s = max(0.0, max(arrived, default=sending_ended) - sending_ended)
     ordered = [k for k in keys if k in answered and k in crm.arrivals]
     point.pushed = sum(1 for k in keys if k in crm.arrivals)
     point.latencies_ms = [(crm.arrivals[k] - answered[k]) * 1000 for k in ordered]
@@ -127,8 +132,9 @@ async def wait_for_pushes(crm: CrmReceiver, keys: list[str], timeout: float, idl
 
 
 def judge(point: RatePoint, in_order_ms: list[float]) -> tuple[bool, str]:
-    """Sustainable = the rate was achieved, everything was accepted and pushed, and no backlog built up
-    (the last quarter's median latency is not far above the first quarter's)."""
+    """Sustainable = the rate was achieved, everything was accepted and pushed, and no backlog built up:
+    the last push came soon after the last request (within 2 s, or twice the early median latency) and
+    the last quarter's median latency is not far above the first quarter's."""
     if point.achieved < 0.95 * point.rate:
         return False, f"ingest fell behind: {point.achieved:,.0f} of {point.rate:,.0f} tp/s sent"
     if point.non_2xx or point.errors:
@@ -138,6 +144,8 @@ def judge(point: RatePoint, in_order_ms: list[float]) -> tuple[bool, str]:
     quarter = max(1, len(in_order_ms) // 4)
     first = percentile(in_order_ms[:quarter], 0.5) or 0.0
     last = percentile(in_order_ms[-quarter:], 0.5) or 0.0
+    if point.tail_s > max(2.0, 2 * first / 1000):
+        return False, f"backlog: the last push came {point.tail_s:,.1f}s after the last request"
     if last > max(2 * first, first + 250):
         return False, f"backlog: median latency grew from {first:,.0f} ms to {last:,.0f} ms during the run"
     return True, "kept up"

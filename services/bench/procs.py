@@ -157,6 +157,7 @@ class CpuMeter:
         self.pids = dict(pids)
         self.include_postgres = include_postgres
         self.shares: dict[str, float] = {}
+        self.seconds: dict[str, float] = {}  # CPU seconds used between start() and stop()
         self._start: dict[str, float] = {}
         self._t0 = 0.0
 
@@ -175,7 +176,8 @@ class CpuMeter:
     def stop(self) -> dict[str, float]:
         elapsed = max(1e-6, time.monotonic() - self._t0)
         end = self._read()
-        self.shares = {k: round((end[k] - self._start.get(k, 0.0)) / elapsed, 3) for k in end}
+        self.seconds = {k: end[k] - self._start.get(k, 0.0) for k in end}
+        self.shares = {k: round(v / elapsed, 3) for k, v in self.seconds.items()}
         # What else ran meanwhile (other users of this machine): the measured numbers suffer from it.
         ours = sum(v for k, v in self.shares.items() if k != "machine (all processes)")
         self.shares["others on this machine"] = round(max(0.0, self.shares["machine (all processes)"] - ours), 3)

@@ -144,7 +144,7 @@ async def run(ctx: BenchContext) -> None:
         pg = await ctx.pg()
     except Unavailable as exc:
         for variant in ("no group_by", "group_by=source", "group_by=rep"):
-            ctx.skip(SECTION, f"funnel report p50, {count:,} leads, {variant}", "ms", str(exc), GOAL)
+            ctx.skip(SECTION, f"funnel p50, {count:,} leads, {variant}", "ms", str(exc), GOAL)
         return
     now = datetime.now(UTC)
     ctx.say(SECTION, f"generating {count:,} leads with stage history, assignments, SLA clocks and feedback")

@@ -126,4 +126,5 @@ def _report(ctx: BenchContext, samples: list[tuple[float, int]], warmup: float, 
     ctx.add(Measurement(SECTION, "RSS at the end of warm-up", base / 2**20, "MiB"))
     ctx.add(Measurement(SECTION, "RSS at the end", end / 2**20, "MiB"))
     ctx.add(Measurement(SECTION, f"RSS growth after warm-up ({RATE:,.0f} tp/s)", growth, "%", goal=GOAL,
-                        raw={"base_bytes": base, "end_bytes": end}))
+                        raw={"base_bytes": base, "end_bytes": end},
+                        note="" if flowing else "the pipeline was not flowing (see leads pushed)"))

@@ -55,14 +55,16 @@ def test_every_measurement_with_a_ceiling_has_a_numeric_ratio(quick_ingest: tupl
     measurements = doc["measurements"]
     assert measurements and all(m["section"] == "ingest" for m in measurements)
     for m in measurements:
-        assert {"name", "value", "unit", "ceiling", "ratio", "goal", "met", "runs"} <= set(m)
+        assert {"name", "value", "unit", "ceiling", "ratio", "lower_is_better", "goal", "met", "runs"} <= set(m)
         if m["value"] is None:
             assert m["note"], f"{m['name']}: no value and no reason"
             continue
         assert _number(m["value"]) and m["value"] > 0, m
         if m["ceiling"] is not None:
             assert _number(m["ratio"]), m
-            assert m["ratio"] == pytest.approx(m["value"] / m["ceiling"], abs=1e-4)  # stored to 4 decimals
+            # 1.0 = at the ceiling: value/ceiling for rates, ceiling/value for costs and latencies
+            expected = m["ceiling"] / m["value"] if m["lower_is_better"] else m["value"] / m["ceiling"]
+            assert m["ratio"] == pytest.approx(expected, abs=1e-4)  # stored to 4 decimals
         if m["goal"] is not None:
             assert isinstance(m["met"], bool)
 
