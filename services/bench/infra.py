@@ -5,8 +5,8 @@
     url = await pg.create_database("bench")       # a fresh database (copied from a migrated template)
     url = await SqliteFiles(workdir).create()     # a fresh migrated SQLite file
 
-Everything is stopped and dropped by the owner (the section) in ``finally`` blocks. The broker logic is
-a small copy of the tests' helper: ``services`` must not import ``tests``.
+Everything is stopped and dropped by the owner (the section) in ``finally`` blocks. The tests' broker
+fixture (tests/support/infra.py) starts the same command line and stops it the same way.
 """
 
 from __future__ import annotations
@@ -83,22 +83,32 @@ class Broker:
         return broker
 
     async def start(self) -> None:
-        url = f"tcp://127.0.0.1:{self.port}"
-        self.proc = spawn([self.binary, "broker", "--listener-url", url, "--advertised-listener-url", url,
-                           "--storage-engine", "memory://tansu/"], self.log_path)
+        self.proc = spawn(broker_command(self.binary, self.port), self.log_path)
         if not await wait_for_port(self.port, proc=self.proc):
             self.stop()
             raise Unavailable(f"the broker did not start; see {self.log_path}:\n{tail(self.log_path)}")
 
     def stop(self) -> None:
-        if self.proc is not None and self.proc.poll() is None:
-            self.proc.terminate()
-            try:
-                self.proc.wait(10)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
+        stop_process(self.proc)
         self.proc = None
+
+
+def broker_command(binary: str, port: int) -> list[str]:
+    """Tansu with memory storage, listening (and advertised) on ``127.0.0.1:port``."""
+    url = f"tcp://127.0.0.1:{port}"
+    return [binary, "broker", "--listener-url", url, "--advertised-listener-url", url,
+            "--storage-engine", "memory://tansu/"]
+
+
+def stop_process(proc: subprocess.Popen[bytes] | None, grace: float = 10.0) -> None:
+    """SIGTERM, then SIGKILL after ``grace`` seconds; a process already gone is left alone."""
+    if proc is not None and proc.poll() is None:
+        proc.terminate()
+        try:
+            proc.wait(grace)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
 
 
 # ------------------------------------------------------------------------------------------- PostgreSQL

