@@ -310,36 +310,57 @@ def _from_model(model: TouchpointIn, source_id: str, received_at: datetime) -> T
     )
 
 
-_ID_FIELDS = ("event_id", "user_id", "anonymous_id", "previous_id")
+_BAD = object()  # an id value the model would refuse
+_TYPES: dict[str, str] = {}  # raw type -> normalised: senders use a small vocabulary
+
+
+def _fast_id(value: Any) -> Any:
+    """An id as :data:`_Id` makes it (stripped string or None), or ``_BAD``."""
+    if value is None:
+        return None
+    kind = type(value)
+    if kind is str:
+        value = value.strip() or None
+    elif kind is int:
+        value = str(value)
+    else:
+        return _BAD
+    if value is not None and len(value) > MAX_ID_LEN:
+        return _BAD
+    return value
+
+
+def _fast_type(raw: str) -> str:
+    try:
+        return _TYPES[raw]
+    except KeyError:
+        pass
+    if len(_TYPES) >= 1024:
+        _TYPES.clear()
+    _TYPES[raw] = normalized = normalize_type(raw)
+    return normalized
 
 
 def _fast_path(item: dict[str, Any], source_id: str, received_at: datetime) -> Touchpoint | None:
-    """The same rules as :class:`TouchpointIn` in plain Python, about three times faster for the
-    common, valid touchpoint. ``None`` whenever anything is off: the model then decides and explains.
+    """The same rules as :class:`TouchpointIn` in plain Python, several times faster for the common,
+    valid touchpoint. ``None`` whenever anything is off: the model then decides and explains.
     A property test checks that both agree on every touchpoint this accepts."""
     get = item.get
     raw_type = get("type")
-    if not isinstance(raw_type, str) or not 1 <= len(raw_type) <= MAX_TYPE_LEN:
+    if type(raw_type) is not str or not 1 <= len(raw_type) <= MAX_TYPE_LEN:
         return None
-    tp_type = normalize_type(raw_type)
+    tp_type = _fast_type(raw_type)
     if not tp_type.strip("_"):
         return None
-    ids: list[str | None] = []
-    for name in _ID_FIELDS:
-        value = get(name)
-        if isinstance(value, str):
-            value = value.strip() or None
-        elif isinstance(value, int) and not isinstance(value, bool):
-            value = str(value)
-        elif value is not None:
-            return None
-        if value is not None and len(value) > MAX_ID_LEN:
-            return None
-        ids.append(value)
-    event_id, user_id, anonymous_id, previous_id = ids
+    event_id = _fast_id(get("event_id"))
+    user_id = _fast_id(get("user_id"))
+    anonymous_id = _fast_id(get("anonymous_id"))
+    previous_id = _fast_id(get("previous_id"))
+    if event_id is _BAD or user_id is _BAD or anonymous_id is _BAD or previous_id is _BAD:
+        return None
     email = get("email")
     if email is not None:
-        if not isinstance(email, str) or len(email) > MAX_EMAIL_LEN:
+        if type(email) is not str or len(email) > MAX_EMAIL_LEN:
             return None
         if email.strip():
             email = normalize_email(email)
@@ -352,7 +373,7 @@ def _fast_path(item: dict[str, Any], source_id: str, received_at: datetime) -> T
     occurred_raw = get("occurred_at")
     occurred = received_at
     if occurred_raw is not None:
-        if not isinstance(occurred_raw, str) or len(occurred_raw) > 64:
+        if type(occurred_raw) is not str or len(occurred_raw) > 64:
             return None
         parsed = parse_iso(occurred_raw)
         if parsed is None:
@@ -360,20 +381,24 @@ def _fast_path(item: dict[str, Any], source_id: str, received_at: datetime) -> T
         occurred = parsed
     campaign = get("campaign")
     if campaign is not None:
-        if not isinstance(campaign, str) or len(campaign) > MAX_CAMPAIGN_LEN:
+        if type(campaign) is not str or len(campaign) > MAX_CAMPAIGN_LEN:
             return None
         campaign = campaign.strip() or None
-    properties = get("properties", {})
-    traits = get("traits", {})
+    properties = get("properties", _EMPTY)
+    traits = get("traits", _EMPTY)
     if type(properties) is not dict or type(traits) is not dict:
         return None
-    if not all(type(k) is str for k in properties) or not all(type(k) is str for k in traits):
+    if (properties and not all(type(k) is str for k in properties)) or \
+            (traits and not all(type(k) is str for k in traits)):
         return None
     return Touchpoint(
         event_id=event_id or new_id(), type=tp_type, occurred_at=occurred, received_at=received_at,
         source=source_id, email=email, user_id=user_id, anonymous_id=anonymous_id, previous_id=previous_id,
         campaign=campaign, properties=properties, traits=traits,
     )
+
+
+_EMPTY: dict[str, Any] = {}
 
 
 def to_touchpoints(payload: Any, source_id: str, received_at: datetime, batch: bool) -> list[Touchpoint]:

@@ -23,6 +23,7 @@ import hashlib
 import hmac
 import re
 from collections.abc import Iterable
+from functools import lru_cache
 
 from services import signing
 
@@ -133,7 +134,13 @@ def verify_mautic(body: bytes, header: str | None, secrets: Iterable[str]) -> st
 def _key_matches(key: str, secrets: list[str]) -> bool:
     # Digests first: compare_digest on equal-length values leaks nothing about the key's length.
     candidate = hashlib.sha256(key.encode("utf-8", "replace")).digest()
-    return _any_equal((hashlib.sha256(s.encode("utf-8")).digest() for s in secrets), candidate)
+    return _any_equal((_secret_digest(s) for s in secrets), candidate)
+
+
+@lru_cache(maxsize=64)
+def _secret_digest(secret: str) -> bytes:
+    """The configured secrets' digests, computed once each rather than on every request."""
+    return hashlib.sha256(secret.encode("utf-8")).digest()
 
 
 def verify_write_key_bearer(authorization_header: str | None, secrets: Iterable[str]) -> str | None:

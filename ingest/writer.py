@@ -17,14 +17,17 @@ import logging
 from abc import ABC, abstractmethod
 from collections.abc import Sequence
 from dataclasses import dataclass
+from datetime import datetime, timedelta
+from typing import Any
 
-from sqlalchemy import select
+from pydantic import TypeAdapter
 from sqlalchemy.exc import SQLAlchemyError
+from sqlalchemy.ext.asyncio import AsyncConnection
 
 from services.bus.base import Bus, BusError
 from services.bus.local import LocalBus
+from services.db.bulk import existing, insert_many, insert_new
 from services.db.database import Database
-from services.db.dialect import insert_ignore
 from services.db.models import ingest_events
 from services.events import TOUCHPOINT_RECEIVED, TOUCHPOINTS, Event, Touchpoint
 
@@ -43,7 +46,57 @@ class WriteResult:
 
 def to_event(tp: Touchpoint) -> Event:
     return Event(id=tp.event_id, type=TOUCHPOINT_RECEIVED, source=f"ingest/{tp.source}", time=tp.received_at,
-                 key=tp.identity_key(), data=tp.model_dump(mode="json"))
+                 key=tp.identity_key(), data=touchpoint_data(tp))
+
+
+def touchpoint_data(tp: Touchpoint) -> dict[str, Any]:
+    """``tp.model_dump(mode="json")``, about four times faster (a property test keeps them equal).
+
+    ``properties`` and ``traits`` are passed as they are: every touchpoint ingest builds holds what
+    a JSON body parsed into (or what an adapter derived from it), which is JSON already.
+    """
+    return {
+        "event_id": tp.event_id, "type": tp.type, "occurred_at": json_time(tp.occurred_at),
+        "received_at": json_time(tp.received_at), "source": tp.source, "email": tp.email, "user_id": tp.user_id,
+        "anonymous_id": tp.anonymous_id, "previous_id": tp.previous_id, "campaign": tp.campaign,
+        "properties": tp.properties, "traits": tp.traits,
+    }
+
+
+_ZERO = timedelta(0)
+_TIMES: dict[tuple[datetime, timedelta | None], str] = {}
+_DATETIME = TypeAdapter(datetime)
+
+
+def json_time(value: datetime) -> str:
+    """A datetime as pydantic writes it in JSON mode (``...Z`` for UTC, ``+02:00`` otherwise)."""
+    # A batch's touchpoints share their received_at, often their occurred_at. The offset is part of the
+    # key: 10:00Z and 12:00+02:00 are equal datetimes but are written differently.
+    key = (value, value.utcoffset())
+    try:
+        return _TIMES[key]
+    except KeyError:
+        pass
+    if len(_TIMES) >= 4096:
+        _TIMES.clear()
+    _TIMES[key] = text = _json_time(value)
+    return text
+
+
+def _json_time(value: datetime) -> str:
+    offset = value.utcoffset()
+    if offset == _ZERO:
+        return value.replace(tzinfo=None).isoformat() + "Z"
+    if offset is not None and not offset.seconds % 60 and not offset.microseconds:
+        return value.isoformat()
+    return str(_DATETIME.dump_python(value, mode="json"))  # naive, or an offset in seconds: rare
+
+
+def _id_rows(touchpoints: Sequence[Touchpoint]) -> list[tuple[str, str, datetime]]:
+    return [(t.event_id, t.source, t.received_at) for t in touchpoints]
+
+
+_ID_COLUMNS = ("event_id", "source", "received_at")
 
 
 class Sink(ABC):
@@ -61,36 +114,45 @@ class EmbeddedSink(Sink):
 
     async def write(self, touchpoints: Sequence[Touchpoint]) -> set[str]:
         async with self.db.transaction() as conn:
-            inserted = await conn.execute(
-                insert_ignore(conn, ingest_events).returning(ingest_events.c.event_id),
-                [{"event_id": t.event_id, "source": t.source, "received_at": t.received_at} for t in touchpoints],
-            )
-            fresh = set(inserted.scalars())
+            fresh = set(await insert_new(conn, ingest_events, _ID_COLUMNS, _id_rows(touchpoints)))
             await self.bus.publish_in(conn, TOUCHPOINTS, [to_event(t) for t in touchpoints if t.event_id in fresh])
         return fresh
 
 
 class KafkaSink(Sink):
-    """Produce (acks=all) first, then remember the ids: a crash in between only re-produces a duplicate,
-    which every consumer drops by event id; remembering first could lose a touchpoint."""
+    """Produce (acks=all) first, then remember the ids (on PostgreSQL: commit the claim of the ids only
+    after the produce): a crash in between only re-produces a duplicate, which every consumer drops by
+    event id; remembering first could lose a touchpoint."""
 
     def __init__(self, db: Database, bus: Bus) -> None:
         self.db = db
         self.bus = bus
 
     async def write(self, touchpoints: Sequence[Touchpoint]) -> set[str]:
-        ids = [t.event_id for t in touchpoints]
+        if self.db.is_postgres:
+            # Claim the ids, produce, then commit: the claim becomes durable only once Kafka has the
+            # messages (a failed produce rolls it back), one statement finds the new ids through the
+            # primary key (no lookup whose cached plan could go stale as the table grows), and a
+            # concurrent request with the same id waits on the row and then counts as a duplicate.
+            async with self.db.transaction() as conn:
+                new = set(await insert_new(conn, ingest_events, _ID_COLUMNS, _id_rows(touchpoints)))
+                if new:
+                    await self.bus.publish(TOUCHPOINTS, [to_event(t) for t in touchpoints if t.event_id in new])
+            return new
+        # SQLite: a write transaction holds the database's only write lock; not while Kafka answers.
         async with self.db.read() as conn:
-            seen = set((await conn.execute(
-                select(ingest_events.c.event_id).where(ingest_events.c.event_id.in_(ids)))).scalars())
-        fresh = [t for t in touchpoints if t.event_id not in seen]
+            fresh = await self._fresh(conn, touchpoints)
         if not fresh:
             return set()
         await self.bus.publish(TOUCHPOINTS, [to_event(t) for t in fresh])
         async with self.db.transaction() as conn:
-            await conn.execute(insert_ignore(conn, ingest_events), [
-                {"event_id": t.event_id, "source": t.source, "received_at": t.received_at} for t in fresh])
+            await insert_many(conn, ingest_events, _ID_COLUMNS, _id_rows(fresh), ignore_conflicts=True)
         return {t.event_id for t in fresh}
+
+    @staticmethod
+    async def _fresh(conn: AsyncConnection, touchpoints: Sequence[Touchpoint]) -> list[Touchpoint]:
+        seen = await existing(conn, ingest_events.c.event_id, [t.event_id for t in touchpoints])
+        return [t for t in touchpoints if t.event_id not in seen]
 
 
 @dataclass
@@ -114,10 +176,14 @@ class TouchpointWriter:
         if self._stopped:
             raise Unavailable("ingest is shutting down")
         future: asyncio.Future[WriteResult] = asyncio.get_running_loop().create_future()
+        pending = _Pending(touchpoints, future)
         try:
-            await asyncio.wait_for(self._queue.put(_Pending(touchpoints, future)), self.enqueue_timeout)
-        except TimeoutError:
-            raise Unavailable("ingest is saturated; retry shortly") from None
+            self._queue.put_nowait(pending)  # the usual case: no timer, no task
+        except asyncio.QueueFull:
+            try:
+                await asyncio.wait_for(self._queue.put(pending), self.enqueue_timeout)
+            except TimeoutError:
+                raise Unavailable("ingest is saturated; retry shortly") from None
         return await future
 
     async def run(self, stop: asyncio.Event) -> None:

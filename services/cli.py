@@ -173,7 +173,7 @@ def _prepare_demo(settings: Settings) -> str | None:
 
 def _run_process(settings: Settings, services: set[str], *, demo: bool, demo_token: str | None = None) -> int:
     from services.runtime import bootstrap
-    from services.serve import install_signal_handlers, run
+    from services.serve import install_signal_handlers, run, run_loop
 
     async def main() -> None:
         stop = asyncio.Event()
@@ -184,7 +184,7 @@ def _run_process(settings: Settings, services: set[str], *, demo: bool, demo_tok
         finally:
             await container.close()
 
-    asyncio.run(main())
+    run_loop(main())
     return 0
 
 

@@ -4,13 +4,13 @@
 
 ``POST /v1/touchpoints`` and ``POST /v1/touchpoints/batch`` read the body, parse it with orjson and
 answer ``202 {"accepted": n, "duplicates": 0}``: no auth, no validation, no durability. Uvicorn runs
-with the settings of :func:`services.serve.run` (same loop, HTTP parser, log level, lifespan off).
+with the settings of :func:`services.serve.run` (same loop: uvloop when installed, via
+:func:`services.serve.run_loop`; same garbage-collector tuning, HTTP parser, log level, lifespan off).
 """
 
 from __future__ import annotations
 
 import argparse
-import asyncio
 from collections.abc import Sequence
 
 import orjson
@@ -18,6 +18,7 @@ import uvicorn
 from fastapi import FastAPI, Request, Response
 
 from services.http.errors import ORJSONResponse
+from services.serve import run_loop, tune_gc
 
 
 def create_bare_app() -> FastAPI:
@@ -47,7 +48,8 @@ def main(argv: Sequence[str] | None = None) -> None:
     args = parser.parse_args(argv)
     config = uvicorn.Config(create_bare_app(), host=args.host, port=args.port, log_level="warning",
                             lifespan="off", access_log=False, timeout_graceful_shutdown=5)
-    asyncio.run(uvicorn.Server(config).serve())
+    tune_gc()  # as services.serve.run does
+    run_loop(uvicorn.Server(config).serve())
 
 
 if __name__ == "__main__":

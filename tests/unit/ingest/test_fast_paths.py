@@ -1,0 +1,110 @@
+"""The hand-written fast paths of ingest agree with the general code they stand in for."""
+
+from __future__ import annotations
+
+import gc
+import sys
+from datetime import UTC, datetime, timedelta, timezone
+from typing import Any
+
+from aiokafka.partitioner import DefaultPartitioner
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from ingest.body import deeper_than, json_depth, parse_json
+from ingest.writer import json_time, to_event, touchpoint_data
+from services.bus.kafka import KafkaBus
+from services.events import Touchpoint
+
+_json: st.SearchStrategy[Any] = st.recursive(
+    st.none() | st.booleans() | st.integers() | st.floats(allow_nan=False, allow_infinity=False) | st.text(max_size=5),
+    lambda inner: st.lists(inner, max_size=4) | st.dictionaries(st.text(max_size=4), inner, max_size=4),
+    max_leaves=30)
+_zones = st.sampled_from([UTC, timezone(timedelta(0)), timezone(timedelta(hours=2)),
+                          timezone(timedelta(hours=-5, minutes=-30)), timezone(timedelta(hours=1, seconds=30)),
+                          timezone(timedelta(minutes=59, microseconds=7))])
+_times = st.builds(lambda dt, zone: dt.replace(tzinfo=zone),
+                   st.datetimes(min_value=datetime(1, 1, 2), max_value=datetime(9999, 12, 30)), _zones)
+
+
+@settings(max_examples=300, deadline=None)
+@given(value=_json, limit=st.integers(0, 10))
+def test_deeper_than_agrees_with_json_depth(value: Any, limit: int) -> None:
+    assert deeper_than(value, limit) == (json_depth(value) > limit)
+
+
+def test_parse_json_refuses_deep_nesting_whatever_the_bracket_count() -> None:
+    from ingest.body import BadBody
+
+    ok = b'{"a": "' + b"[" * 40 + b'"}'  # many brackets, all inside a string
+    assert parse_json(ok) == {"a": "[" * 40}
+    deep = b"[" * 33 + b"]" * 33
+    try:
+        parse_json(deep)
+    except BadBody:
+        pass
+    else:
+        raise AssertionError("33 levels were accepted")
+
+
+@settings(max_examples=300, deadline=None)
+@given(value=_times)
+def test_json_time_is_pydantic_json_mode(value: datetime) -> None:
+    from pydantic import TypeAdapter
+
+    assert json_time(value) == TypeAdapter(datetime).dump_python(value, mode="json")
+    # Equal instants in other zones are written with their own offset (the memo keys on it).
+    other = value.astimezone(timezone(timedelta(hours=3)))
+    assert json_time(other) == TypeAdapter(datetime).dump_python(other, mode="json")
+
+
+@settings(max_examples=200, deadline=None)
+@given(occurred=_times, received=_times, props=st.dictionaries(st.text(max_size=4), _json, max_size=4),
+       traits=st.dictionaries(st.text(max_size=4), _json, max_size=3),
+       email=st.none() | st.just("jane@acme.com"), campaign=st.none() | st.text(max_size=5))
+def test_touchpoint_data_is_model_dump_json(occurred: datetime, received: datetime, props: dict[str, Any],
+                                            traits: dict[str, Any], email: str | None,
+                                            campaign: str | None) -> None:
+    tp = Touchpoint(event_id="e1", type="page_view", occurred_at=occurred, received_at=received, source="web",
+                    email=email, anonymous_id="a1", campaign=campaign, properties=props, traits=traits)
+    assert touchpoint_data(tp) == tp.model_dump(mode="json")
+    assert list(touchpoint_data(tp)) == list(Touchpoint.model_fields)  # same key order: same bytes
+    event = to_event(tp)
+    assert event.data == tp.model_dump(mode="json") and event.key == tp.identity_key() and event.id == "e1"
+
+
+@given(key=st.binary(min_size=1, max_size=40), count=st.integers(1, 12))
+def test_kafka_partition_choice_is_the_producers_default(key: bytes, count: int) -> None:
+    bus = KafkaBus("127.0.0.1:9")
+    partitions = list(range(count))
+    expected = DefaultPartitioner()(key, partitions, partitions)
+    assert bus._partition_of("t", key, partitions) == expected
+    assert bus._partition_of("t", key, partitions) == expected  # remembered
+    assert bus._partition_of("t", key, [*partitions, count]) == DefaultPartitioner()(key, [*partitions, count],
+                                                                                       [*partitions, count])
+
+
+def test_tune_gc_freezes_the_startup_heap_and_raises_the_threshold() -> None:
+    from services.serve import GC_GEN0_THRESHOLD, tune_gc
+
+    before = gc.get_threshold()
+    try:
+        tune_gc()
+        assert gc.get_threshold()[0] == GC_GEN0_THRESHOLD
+        assert gc.get_freeze_count() > 0
+    finally:
+        gc.unfreeze()
+        gc.set_threshold(*before)
+
+
+def test_run_loop_uses_uvloop_and_falls_back_without_it(monkeypatch: Any) -> None:
+    import asyncio
+
+    from services.serve import run_loop
+
+    async def loop_kind() -> str:
+        return type(asyncio.get_running_loop()).__module__
+
+    assert run_loop(loop_kind()).startswith("uvloop")
+    monkeypatch.setitem(sys.modules, "uvloop", None)  # import uvloop -> ImportError
+    assert run_loop(loop_kind()).startswith("asyncio")
