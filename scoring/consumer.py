@@ -9,26 +9,41 @@ changes ``anonymous -> known -> engaged``, and queues ``lead.scored`` / ``lead.s
 Several scoring consumers may touch one lead (its identities hash to different partitions): lead rows
 are locked in id order (PostgreSQL), and a race on a new identity fails on its primary key and is
 retried by the runner, after which the identity is found.
+
+A batch costs a fixed number of statements whatever its size (``scoring.bulk``: one statement per
+table on PostgreSQL), and the score states this consumer stored recently are reused rather than parsed
+again when the stored revision says they are still current (``scoring.cache``).
 """
 
 from __future__ import annotations
 
+import os
 import uuid
-from collections.abc import Iterable
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import bindparam, select, tuple_, update
+from pydantic import TypeAdapter
+from sqlalchemy import update
 from sqlalchemy.ext.asyncio import AsyncConnection
 
+from scoring.bulk import REV, find_links, insert_links, insert_rows, load_states, lock_leads, update_rows
+from scoring.cache import StateCache
 from scoring.rules import RuleSet, Score
 from scoring.stages import scoring_stage, stage_rank
 from scoring.state import LeadScoreState
 from services.consumer import Handler
 from services.db.database import Database
-from services.db.dialect import insert_ignore, lock
-from services.db.models import lead_identities, lead_merges, leads, score_history, stage_history, touchpoints
+from services.db.models import (
+    lead_identities,
+    lead_merges,
+    leads,
+    outbox,
+    score_history,
+    stage_history,
+    touchpoints,
+)
 from services.events import (
     LEAD_EVENTS,
     LEAD_MERGED,
@@ -36,14 +51,18 @@ from services.events import (
     LEAD_STAGE_CHANGED,
     TOUCHPOINTS,
     Event,
-    LeadScored,
     Touchpoint,
     utcnow,
 )
 from services.idempotency import claim_new
-from services.outbox import add_events
+from services.outbox import mark_queued
+from services.stage_chain import refresh_stage_chain
 
 Identity = tuple[str, str]  # (kind, value): ("email", "jane@acme.com"), ("user", "u1"), ("anon", "a-1")
+
+# One validation and one dump call for a whole batch: a third of the per-touchpoint model calls' cost.
+_TOUCHPOINTS = TypeAdapter(list[Touchpoint])
+_TIME = TypeAdapter(datetime)
 
 
 def identities_of(tp: Touchpoint) -> list[Identity]:
@@ -82,36 +101,41 @@ class ScoringHandler(Handler):
     group = "scoring"
     topics = (TOUCHPOINTS,)
 
-    def __init__(self, db: Database, rules: RuleSet) -> None:
+    def __init__(self, db: Database, rules: RuleSet, *, cache_leads: int = 20_000) -> None:
         self.db = db
         self.rules = rules
+        self.states = StateCache(cache_leads)  # the score states this consumer stored lately
 
     async def handle(self, events: list[Event]) -> None:
-        parsed = [Touchpoint.model_validate(e.data) for e in events]  # a malformed one is dead-lettered
+        # A malformed touchpoint fails the batch; the runner splits it and dead-letters that one.
+        parsed = _TOUCHPOINTS.validate_python([e.data for e in events])
         async with self.db.transaction() as conn:
             fresh = await claim_new(conn, self.group, [e.id for e in events])
             todo = [tp for e, tp in zip(events, parsed, strict=True) if e.id in fresh]
             if todo:
-                await _Batch(conn, self.rules).apply(todo)
+                await _Batch(conn, self.rules, self.states).apply(todo)
 
 
 class _Batch:
-    def __init__(self, conn: AsyncConnection, rules: RuleSet) -> None:
+    def __init__(self, conn: AsyncConnection, rules: RuleSet, states: StateCache) -> None:
         self.conn = conn
         self.rules = rules
+        self.states = states
         self.now = utcnow()
+        self.now_text = _TIME.dump_python(self.now, mode="json")  # as the event models write times
         self.links: dict[Identity, str] = {}  # identity -> lead id (loaded + created in this batch)
         self.new_links: dict[Identity, str] = {}
         self.leads: dict[str, LeadWork] = {}
         self.merges: list[tuple[str, str]] = []  # (winner, loser)
-        self.out_events: list[Event] = []
+        self.outbox_rows: list[dict[str, Any]] = []
+        self.event_ids = _uuid4_texts()
 
     async def apply(self, todo: list[Touchpoint]) -> None:
-        wanted = {i for tp in todo for i in identities_of(tp)}
-        await self._load_links(wanted)
-        for tp in todo:
-            lead = await self._resolve(tp)
-            lead.new_touchpoints.append(tp.model_dump(mode="json"))
+        self.links = await find_links(self.conn, (i for tp in todo for i in identities_of(tp)))
+        await self._load_leads(set(self.links.values()))
+        for tp, data in zip(todo, _TOUCHPOINTS.dump_python(todo, mode="json"), strict=True):
+            lead = self._resolve(tp)
+            lead.new_touchpoints.append(data)
             if tp.email and not lead.email:
                 lead.email = tp.email
             if tp.email or tp.user_id:
@@ -119,35 +143,24 @@ class _Batch:
         await self._write()
 
     # -- identity -------------------------------------------------------------------------------
-    async def _load_links(self, wanted: Iterable[Identity]) -> None:
-        wanted = list(wanted)
-        for start in range(0, len(wanted), 500):
-            chunk = wanted[start:start + 500]
-            rows = await self.conn.execute(select(
-                lead_identities.c.kind, lead_identities.c.value, lead_identities.c.lead_id
-            ).where(tuple_(lead_identities.c.kind, lead_identities.c.value).in_(chunk)))
-            for kind, value, lead_id in rows:
-                self.links[(kind, value)] = lead_id
-        ids = sorted(set(self.links.values()))
-        await self._load_leads(ids)
-
-    async def _load_leads(self, ids: list[str]) -> None:
-        ids = [i for i in ids if i not in self.leads]
-        if not ids:
-            return
-        rows = (await self.conn.execute(lock(self.conn, select(leads).where(leads.c.id.in_(ids))
-                                             .order_by(leads.c.id)))).mappings().all()
-        for row in rows:
-            self.leads[row["id"]] = LeadWork(
-                id=row["id"], stage=row["stage"], state=LeadScoreState.from_json(row["score_state"]),
-                created_at=row["created_at"], is_new=False, source=row["source"], campaign=row["campaign"],
-                email=row["email"], known=row["stage"] != "anonymous", merged_into=row["merged_into"],
-                original_stage=row["stage"])
-        # Leads merged away earlier: follow them to the survivor.
-        for lead_id in ids:
-            work = self.leads.get(lead_id)
-            if work is not None and work.merged_into and work.merged_into not in self.leads:
-                await self._load_leads([work.merged_into])
+    async def _load_leads(self, ids: set[str]) -> None:
+        """Load (and lock) these leads and, hop by hop, the leads they were merged into."""
+        while ids := {i for i in ids if i not in self.leads}:
+            rows = await lock_leads(self.conn, sorted(ids))
+            states: dict[str, LeadScoreState] = {}
+            for row in rows:
+                cached = self.states.get(row["id"], row[REV])
+                if cached is not None:
+                    states[row["id"]] = cached
+            stored = await load_states(self.conn, [row["id"] for row in rows if row["id"] not in states])
+            states |= {lead_id: LeadScoreState.from_json(raw) for lead_id, raw in stored.items()}
+            for row in rows:
+                self.leads[row["id"]] = LeadWork(
+                    id=row["id"], stage=row["stage"], state=states[row["id"]],
+                    created_at=row["created_at"], is_new=False, source=row["source"], campaign=row["campaign"],
+                    email=row["email"], known=row["stage"] != "anonymous", merged_into=row["merged_into"],
+                    original_stage=row["stage"])
+            ids = {row["merged_into"] for row in rows if row["merged_into"]}  # merged away: on to the survivor
 
     def _live(self, lead_id: str) -> LeadWork:
         work = self.leads[lead_id]
@@ -155,8 +168,8 @@ class _Batch:
             work = self.leads[work.merged_into]
         return work
 
-    async def _resolve(self, tp: Touchpoint) -> LeadWork:
-        ids = [i for i in identities_of(tp)]
+    def _resolve(self, tp: Touchpoint) -> LeadWork:
+        ids = identities_of(tp)
         found = {self._live(self.links[i]).id for i in ids if i in self.links}
         if tp.previous_id:  # only the previous id's kind that exists links; do not invent both
             ids = [i for i in ids if i[1] != tp.previous_id or i in self.links] or ids[:1]
@@ -203,9 +216,8 @@ class _Batch:
             await conn.execute(update(touchpoints).where(touchpoints.c.lead_id == loser).values(lead_id=winner))
             await conn.execute(lead_merges.insert().values(winner_id=winner, loser_id=loser, at=now,
                                                            reason=f"identities linked at {now.isoformat()}"))
-            self.out_events.append(Event.new(LEAD_MERGED, source="scoring", key=winner,
-                                             data={"winner_id": winner, "loser_id": loser, "at": now.isoformat()}))
-        tp_rows, history, inserts, updates = [], [], [], []
+            self._emit(LEAD_MERGED, winner, {"winner_id": winner, "loser_id": loser, "at": now.isoformat()})
+        tp_rows, history, score_rows, inserts, updates = [], [], [], [], []
         for work in self.leads.values():
             if work.merged_into is not None:
                 if not work.is_new and work.original_stage is not None:
@@ -218,7 +230,7 @@ class _Batch:
             work.state = self.rules.apply_many(work.state, work.new_touchpoints)
             for tp in work.new_touchpoints:
                 tp_rows.append({"event_id": tp["event_id"], "lead_id": work.id, "type": tp["type"],
-                                "occurred_at": datetime.fromisoformat(tp["occurred_at"]), "source": tp["source"],
+                                "occurred_at": _aware(tp["occurred_at"]), "source": tp["source"],
                                 "campaign": tp.get("campaign"), "payload": tp})
             before = work.stage
             work.stage = scoring_stage(work.stage, work.known, work.state.has_positive_engagement)
@@ -227,57 +239,72 @@ class _Batch:
                                 "to_stage": work.stage, "at": now,
                                 "cause": _stage_cause(before, work.stage, work.new_touchpoints, work.is_new)})
                 if not work.is_new or work.stage != "anonymous":
-                    self.out_events.append(Event.new(LEAD_STAGE_CHANGED, source="scoring", key=work.id, data={
-                        "lead_id": work.id, "from": before, "to": work.stage, "at": now.isoformat()}))
+                    self._emit(LEAD_STAGE_CHANGED, work.id, {
+                        "lead_id": work.id, "from": before, "to": work.stage, "at": now.isoformat()})
             score = self.rules.score(work.state, now)
             (inserts if work.is_new else updates).append(self._row(work, score))
             if work.causes:
-                await conn.execute(score_history.insert().values(
-                    lead_id=work.id, at=now, fit=score.fit, engagement=score.engagement, total=score.total,
-                    cause="; ".join(work.causes)[:2000]))
-            first = work.new_touchpoints[-1] if work.new_touchpoints else {}
-            self.out_events.append(Event.new(LEAD_SCORED, source="scoring", key=work.id, data=LeadScored(
-                lead_id=work.id, stage=work.stage, fit=score.fit, engagement=score.engagement, total=score.total,
-                traits=dict(work.state.traits), company_domain=work.state.company_domain, email=work.email,
-                rules_hit=sorted(score.rules_hit), source=work.source or first.get("source"),
-                campaign=work.campaign, scored_at=now).model_dump(mode="json")))
-        if inserts:
-            await conn.execute(leads.insert(), inserts)
-        if updates:
-            await conn.execute(
-                update(leads).where(leads.c.id == bindparam("b_id")).values(
-                    {c: bindparam(f"b_{c}") for c in updates[0] if c != "id"}),
-                [{f"b_{k}": v for k, v in row.items()} for row in updates])
+                score_rows.append({"lead_id": work.id, "at": now, "fit": score.fit, "engagement": score.engagement,
+                                   "total": score.total, "cause": "; ".join(work.causes)[:2000]})
+            last = work.new_touchpoints[-1] if work.new_touchpoints else {}
+            self._emit(LEAD_SCORED, work.id, self._scored(work, score, last.get("source")))
+        await insert_rows(conn, leads, inserts)
+        await update_rows(conn, leads, "id", updates)
+        moved = [str(row["lead_id"]) for row in history if row["from_stage"] is not None]
+        if moved:  # existing leads that changed stage (new ones got it with their insert)
+            await conn.execute(update(leads).where(leads.c.id.in_(moved)).values(stage_changed_at=now))
         if self.new_links:
-            inserted = await conn.execute(
-                insert_ignore(conn, lead_identities).returning(lead_identities.c.kind, lead_identities.c.value), [
-                    {"kind": k, "value": v, "lead_id": self._live(lead_id).id, "linked_at": now}
-                    for (k, v), lead_id in self.new_links.items()])
-            raced = set(self.new_links) - {(k, v) for k, v in inserted}
+            inserted = await insert_links(conn, [
+                {"kind": k, "value": v, "lead_id": self._live(lead_id).id, "linked_at": now}
+                for (k, v), lead_id in self.new_links.items()])
+            raced = set(self.new_links) - inserted
             if raced:
                 await self._check_links(sorted(raced))
-        if tp_rows:
-            await conn.execute(insert_ignore(conn, touchpoints), tp_rows)
+        await insert_rows(conn, touchpoints, tp_rows, ignore_conflicts=True)
+        if score_rows:
+            await conn.execute(score_history.insert(), score_rows)
         if history:
             await conn.execute(stage_history.insert(), history)
-        await add_events(conn, LEAD_EVENTS, self.out_events)
+            await refresh_stage_chain(conn, {str(row["lead_id"]) for row in history})
+        if self.outbox_rows:
+            await insert_rows(conn, outbox, self.outbox_rows)
+            mark_queued(conn)
+
+    def _emit(self, type_: str, key: str, data: dict[str, Any]) -> None:
+        """Queue an event on lead-events: its outbox row, as ``add_events`` would write it (without an
+        ``Event`` model per row: hundreds per batch, all built right here)."""
+        self.outbox_rows.append({"topic": LEAD_EVENTS, "key": key, "event_id": next(self.event_ids), "type": type_,
+                                 "source": "scoring", "time": self.now, "data": data})
+
+    def _scored(self, work: LeadWork, score: Score, fallback_source: str | None) -> dict[str, Any]:
+        """``LeadScored(...).model_dump(mode="json")``, built directly (one per lead and batch)."""
+        return {
+            "lead_id": work.id, "stage": work.stage, "fit": float(score.fit),
+            "engagement": float(score.engagement), "total": float(score.total),
+            "traits": dict(work.state.traits), "company_domain": work.state.company_domain, "email": work.email,
+            "rules_hit": sorted(score.rules_hit), "source": work.source or fallback_source,
+            "campaign": work.campaign, "scored_at": self.now_text,
+        }
 
     async def _check_links(self, pairs: list[Identity]) -> None:
         """Identities we meant to create already existed: a concurrent consumer linked them first. If it
         linked them to another lead, this batch is wrong: fail it; the retry sees (and merges) that lead."""
-        rows = await self.conn.execute(select(lead_identities.c.kind, lead_identities.c.value,
-                                              lead_identities.c.lead_id).where(
-            tuple_(lead_identities.c.kind, lead_identities.c.value).in_(pairs)))
-        for kind, value, lead_id in rows:
+        for (kind, value), lead_id in (await find_links(self.conn, pairs)).items():
             if lead_id != self._live(self.new_links[(kind, value)]).id:
                 raise IdentityRace(f"identity {kind}:{value} was linked to lead {lead_id} concurrently")
 
     def _row(self, work: LeadWork, score: Score | None = None) -> dict[str, Any]:
         score = score or self.rules.score(work.state, self.now)
+        stored_state = work.state.to_json()
+        if work.merged_into is None:
+            stored_state[REV] = rev = self.states.new_rev()
+            self.states.put(work.id, rev, work.state)
+        else:
+            self.states.forget(work.id)
         row = {
             "id": work.id, "stage": work.stage, "email": work.email,
             "company_domain": work.state.company_domain, "fit": score.fit, "engagement": score.engagement,
-            "total": score.total, "traits": dict(work.state.traits), "score_state": work.state.to_json(),
+            "total": score.total, "traits": dict(work.state.traits), "score_state": stored_state,
             "score": score.to_json(),
             "source": work.source, "campaign": work.campaign, "merged_into": work.merged_into,
             "updated_at": self.now,
@@ -285,6 +312,27 @@ class _Batch:
         if work.is_new:
             row |= {"created_at": work.created_at, "stage_changed_at": self.now, "version": 0}
         return row
+
+
+def _uuid4_texts(chunk: int = 256) -> Iterator[str]:
+    """Random (version 4) UUIDs as text, like ``str(uuid.uuid4())`` but a few at a time from the OS's
+    random source (a batch emits hundreds of events; ``uuid4()`` one by one was a visible cost)."""
+    while True:
+        raw = bytearray(os.urandom(16 * chunk))
+        for i in range(0, len(raw), 16):
+            raw[i + 6] = raw[i + 6] & 0x0F | 0x40  # version 4
+            raw[i + 8] = raw[i + 8] & 0x3F | 0x80  # RFC 4122 variant
+        text = raw.hex()
+        for i in range(0, len(text), 32):
+            h = text[i:i + 32]
+            yield f"{h[:8]}-{h[8:12]}-{h[12:16]}-{h[16:20]}-{h[20:]}"
+
+
+def _aware(text: str) -> datetime:
+    at = datetime.fromisoformat(text)
+    if at.tzinfo is None:  # the touchpoint model keeps a naive time naive; the database wants UTC
+        raise ValueError(f"touchpoint time {text!r} has no UTC offset; send times such as 2026-11-22T10:00:00Z")
+    return at
 
 
 class IdentityRace(RuntimeError):

@@ -11,9 +11,11 @@
 
 Why the result never depends on arrival order: a capped rule keeps, per UTC day, the *earliest*
 ``max_per_day`` matching touchpoints by (occurred_at, event_id), so an earlier touchpoint that arrives
-late displaces the latest counted one; traits are latest-wins by (occurred_at, event_id); event ids
-already folded in are a no-op. Each is a function of the set of touchpoints, so folds and merges commute.
-No I/O and no clock reads here: ``now`` is always a parameter.
+late displaces the latest counted one; traits are latest-wins by (occurred_at, event_id); a touchpoint
+folded again finds its items and trait writes already there, a no-op. Each is a function of the set of
+touchpoints, so folds and merges commute. No I/O and no clock reads here: ``now`` is always a parameter.
+A state keeps its fit items (``state_fit_items``) and a fold that leaves the traits' values alone
+hands them on, so a lead's fit rules are matched again only when its traits change.
 """
 
 from __future__ import annotations
@@ -22,6 +24,7 @@ from bisect import bisect_left, insort
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from datetime import datetime, timedelta
+from functools import lru_cache
 from typing import Any, NamedTuple
 
 from scoring.state import (
@@ -33,6 +36,7 @@ from scoring.state import (
     iso,
     newer,
     parse_time,
+    same_value,
     stamp_time,
 )
 from services.config import Scoring
@@ -50,6 +54,8 @@ class _EngagementRule:
     points: float
     max_per_day: int | None
     type: Any = None  # the plain value ``when.type`` must equal (case-insensitively), if it is a string
+    # ``when`` without its ``type`` entry: what is left to check once the type index picked the rule.
+    matches_rest: Predicate | None = None
 
 
 @dataclass(frozen=True)
@@ -58,6 +64,9 @@ class _FitRule:
     matches: Predicate
     points: float
     trait_keys: tuple[str, ...]  # traits the rule reads: its breakdown line dates from their last write
+    # The (effective) trait keys its ``when`` reads, when it reads nothing else and looks at plain
+    # values only: whether it matches is then remembered per combination of their values.
+    match_keys: tuple[str, ...] | None = None
 
 
 class BreakdownLine(NamedTuple):
@@ -70,6 +79,7 @@ class BreakdownLine(NamedTuple):
     decayed_points: float
     event_id: str | None
     at: datetime | None
+    at_text: str | None = None  # ``iso(at)`` when the caller has it already (formatting is slow)
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -78,7 +88,7 @@ class BreakdownLine(NamedTuple):
             "points": round(self.points, 2),
             "decayed_points": round(self.decayed_points, 2),
             "event_id": self.event_id,
-            "at": iso(self.at) if self.at else None,
+            "at": (self.at_text or iso(self.at)) if self.at else None,
         }
 
 
@@ -115,35 +125,48 @@ def _day_start(at: datetime) -> datetime:
 
 
 class _Builder:
-    """Mutable working copy of a state: one copy in, many touchpoints folded, one frozen state out."""
+    """Mutable working copy of a state: one copy in, many touchpoints folded, one frozen state out.
+    The traits are copied on their first change only, and an unchanged lead keeps its fit items."""
 
     def __init__(self, rules: RuleSet, state: LeadScoreState) -> None:
         self.rules = rules
+        self.base = state
         self.items = list(state.engagement_items)
-        self.traits = dict(state.declared_traits)
-        self.traits_at = dict(state.traits_at)
-        self.seen = set(state.seen_event_ids)
+        self.items_changed = False
+        self.traits: dict[str, Any] | None = None  # None: still the base state's
+        self.traits_at: dict[str, Stamp] | None = None
+        self.values_changed = False  # a trait got another value (not only a later time)
 
     def freeze(self) -> LeadScoreState:
-        return LeadScoreState(tuple(self.items), self.traits, self.traits_at, frozenset(self.seen))
+        base = self.base
+        if self.traits is None or self.traits_at is None:
+            return base.with_items(tuple(self.items)) if self.items_changed else base
+        if self.values_changed:
+            return LeadScoreState.of_owned(tuple(self.items), self.traits, self.traits_at)
+        # Same values, later times: the effective traits and which fit rules match stay the same.
+        state = LeadScoreState.of_owned(tuple(self.items), self.traits, self.traits_at, effective=base.traits)
+        if "_fit_rules" in base.__dict__:
+            state.__dict__["_fit_rules"] = base.__dict__["_fit_rules"]
+        return state
 
     def add_touchpoint(self, touchpoint: Mapping[str, Any]) -> None:
+        """Fold one touchpoint; folding it again changes nothing (each of its items and trait writes
+        is already there), so a redelivery or an overlap of two merged histories is a no-op."""
         event_id = touchpoint.get("event_id")
         if not isinstance(event_id, str) or not event_id:
             raise ValueError("a touchpoint needs a non-empty string event_id to be scored")
-        if event_id in self.seen:
-            return  # redelivery: already folded in (or displaced by a cap, which is final too)
         raw_at = touchpoint.get("occurred_at")
         if raw_at is None:
             raise ValueError(f"touchpoint {event_id!r} has no occurred_at")
         at = parse_time(raw_at)
-        self.seen.add(event_id)
         for rule in self.rules.candidates(touchpoint.get("type")):
-            if rule.matches(touchpoint):
+            if (rule.matches_rest or rule.matches)(touchpoint):
                 self.add_item(ScoreItem(rule.name, "engagement", rule.points, event_id, at), rule.max_per_day)
-        stamp = (stamp_time(at), event_id)
-        for key, value in _touchpoint_traits(touchpoint).items():
-            self.set_trait(key, value, stamp)
+        traits = _touchpoint_traits(touchpoint)
+        if traits:
+            stamp = (stamp_time(at), event_id)
+            for key, value in traits.items():
+                self.set_trait(key, value, stamp)
 
     def add_item(self, item: ScoreItem, cap: int | None) -> None:
         """Insert keeping canonical order; under a cap keep only the day's earliest ``cap`` items."""
@@ -163,11 +186,19 @@ class _Builder:
                     return  # the day's quota is filled by earlier touchpoints
                 del self.items[latest]  # the late-arriving earlier touchpoint takes its place
         insort(self.items, item, key=ScoreItem.sort_key)
+        self.items_changed = True
 
     def set_trait(self, key: str, value: Any, stamp: Stamp) -> None:
-        if newer(stamp, value, self.traits_at.get(key), self.traits.get(key)):
-            self.traits[key] = value
-            self.traits_at[key] = stamp
+        if self.traits is None or self.traits_at is None:
+            if not newer(stamp, value, self.base.traits_at.get(key), self.base.declared_traits.get(key)):
+                return
+            self.traits, self.traits_at = dict(self.base.declared_traits), dict(self.base.traits_at)
+        elif not newer(stamp, value, self.traits_at.get(key), self.traits.get(key)):
+            return
+        if not self.values_changed and (key not in self.traits or not same_value(self.traits[key], value)):
+            self.values_changed = True
+        self.traits[key] = value
+        self.traits_at[key] = stamp
 
 
 def _touchpoint_traits(touchpoint: Mapping[str, Any]) -> dict[str, Any]:
@@ -200,6 +231,8 @@ class RuleSet:
                 any_type.append(rule)
         self._by_type = {key: (*rules, *any_type) for key, rules in by_type.items()}
         self._any_type = tuple(any_type)
+        # (fit rule index, the values it reads) -> does it match; see _FitRule.match_keys.
+        self._fit_memo: dict[tuple[Any, ...], bool] = {}
 
     def candidates(self, type_: Any) -> tuple[_EngagementRule, ...]:
         """The engagement rules a touchpoint of this ``type`` could match (a superset of the matches)."""
@@ -214,20 +247,20 @@ class RuleSet:
         for i, rule in enumerate(scoring.engagement):
             where = f"scoring.engagement.{i} ({rule.name!r}).when"
             pinned = rule.when.get("type")
+            # A plain string ``type`` is what the type index checks (case-insensitively, like the matcher).
+            rest = _compile({k: v for k, v in rule.when.items() if k != "type"}, where) \
+                if isinstance(pinned, str) else None
             engagement.append(_EngagementRule(rule.name, _compile(rule.when, where), rule.points,
-                                              rule.max_per_day, pinned if isinstance(pinned, str) else None))
+                                              rule.max_per_day, pinned if isinstance(pinned, str) else None, rest))
         fit = []
         for i, fit_rule in enumerate(scoring.fit):
             where = f"scoring.fit.{i} ({fit_rule.name!r}).when"
             fit.append(_FitRule(fit_rule.name, _compile(fit_rule.when, where), fit_rule.points,
-                                _trait_keys(fit_rule.when)))
+                                _trait_keys(fit_rule.when), _match_keys(fit_rule.when)))
         return cls(engagement, fit, scoring.decay_half_life_days)
 
     def apply(self, state: LeadScoreState, touchpoint: Mapping[str, Any]) -> LeadScoreState:
         """Fold one touchpoint (a ``Touchpoint.model_dump(mode="json")`` dict) into ``state``."""
-        event_id = touchpoint.get("event_id")
-        if isinstance(event_id, str) and event_id in state.seen_event_ids:
-            return state  # cheap no-op for redeliveries, without copying anything
         return self.apply_many(state, (touchpoint,))
 
     def apply_many(self, state: LeadScoreState, touchpoints: Iterable[Mapping[str, Any]]) -> LeadScoreState:
@@ -242,7 +275,6 @@ class RuleSet:
         if len(b.engagement_items) > len(a.engagement_items):
             a, b = b, a  # copy the larger one, insert the smaller one's items
         builder = _Builder(self, a)
-        builder.seen |= b.seen_event_ids
         for item in b.engagement_items:
             builder.add_item(item, self._caps.get(item.rule))
         for key, stamp in b.traits_at.items():
@@ -260,15 +292,51 @@ class RuleSet:
             if rule.matches(data)
         )
 
+    def state_fit_items(self, state: LeadScoreState) -> tuple[ScoreItem, ...]:
+        """:meth:`fit_items` of the state's traits and their times, kept on the state. A fold that
+        changes no trait hands the items on to the next state; one that only re-sends the same values
+        (every e-mail touchpoint re-sets ``email_domain``) hands on which rules matched, and only the
+        items' times are taken again."""
+        cache = state.__dict__
+        items: tuple[ScoreItem, ...]
+        cached = cache.get("_fit")
+        if cached is not None and cached[0] is self:
+            return cached[1]  # type: ignore[no-any-return]
+        matched = cache.get("_fit_rules")
+        if matched is None or matched[0] is not self:
+            matched = cache["_fit_rules"] = (self, self._matching_fit_rules(state.traits))
+        items = tuple(ScoreItem(rule.name, "fit", rule.points, None, _fit_time(rule, state.traits_at))
+                      for rule in matched[1])
+        cache["_fit"] = (self, items)
+        return items
+
+    def _matching_fit_rules(self, traits: Mapping[str, Any]) -> tuple[_FitRule, ...]:
+        data = {"traits": traits}
+        memo = self._fit_memo
+        if len(memo) > _FIT_MEMO_SIZE:
+            memo.clear()
+        out = []
+        for index, rule in enumerate(self.fit):
+            key = _values_key(index, rule.match_keys, traits)
+            if key is None:
+                hit = rule.matches(data)
+            else:
+                hit = memo.get(key)  # type: ignore[assignment]
+                if hit is None:
+                    hit = memo[key] = rule.matches(data)
+            if hit:
+                out.append(rule)
+        return tuple(out)
+
     def score(self, state: LeadScoreState, now: datetime, half_life_days: float | None = None) -> Score:
         """The score at ``now``: engagement points decay by the half-life (the config's by default)."""
         half_life = self.half_life_days if half_life_days is None else half_life_days
         now = parse_time(now)
         lines: list[BreakdownLine] = []
         fit = 0.0
-        for item in self.fit_items(state.traits, state.traits_at):
+        for item in self.state_fit_items(state):
             fit += item.points
-            lines.append(BreakdownLine(item.rule, "fit", item.points, item.points, None, item.at))
+            lines.append(BreakdownLine(item.rule, "fit", item.points, item.points, None, item.at, item.iso_text))
         engagement = 0.0
         # decay_factor inlined: this loop runs over every item on every score.
         per_second = 1.0 / (86400.0 * half_life) if half_life > 0 else 0.0
@@ -276,7 +344,8 @@ class RuleSet:
             age = (now - item.at).total_seconds() if item.at is not None and per_second else 0.0
             decayed = item.points * 0.5 ** (age * per_second) if age > 0 else item.points
             engagement += decayed
-            lines.append(BreakdownLine(item.rule, "engagement", item.points, decayed, item.event_id, item.at))
+            lines.append(BreakdownLine(item.rule, "engagement", item.points, decayed, item.event_id, item.at,
+                                       item.iso_text))
         return Score(fit, engagement, fit + engagement, tuple(lines), state.rules_hit)
 
 
@@ -297,6 +366,45 @@ def _trait_keys(when: Mapping[str, Any]) -> tuple[str, ...]:
     return tuple(dict.fromkeys(keys))
 
 
+def _match_keys(when: Mapping[str, Any]) -> tuple[str, ...] | None:
+    """The trait keys a fit ``when`` reads if each of its paths is ``traits.<key>``; else None."""
+    keys = []
+    for path in when:
+        head, _, key = str(path).partition(".")
+        if head != "traits" or not key or "." in key:
+            return None
+        keys.append(key)
+    return tuple(dict.fromkeys(keys))
+
+
+_FIT_MEMO_SIZE = 50_000
+_PLAIN = (str, int, float, bool, type(None))
+_ABSENT = ("absent",)  # stands for a trait that is not there (unlike one that is null)
+
+
+def _values_key(index: int, keys: tuple[str, ...] | None, traits: Mapping[str, Any]) -> tuple[Any, ...] | None:
+    """``(index, (type, value), ...)`` of the traits a fit rule reads; None if it cannot be remembered
+    (the rule reads more than plain top-level traits, or a value is a list or an object)."""
+    if keys is None:
+        return None
+    key: list[Any] = [index]
+    for name in keys:
+        if name not in traits:
+            key.append(_ABSENT)
+            continue
+        value = traits[name]
+        if type(value) not in _PLAIN:
+            return None
+        key.append((type(value), value))  # the type too: True == 1, but matchers tell them apart
+    return tuple(key)
+
+
 def _fit_time(rule: _FitRule, traits_at: Mapping[str, Stamp]) -> datetime | None:
     stamps = [traits_at[key][0] for key in rule.trait_keys if key in traits_at]
-    return parse_time(max(stamps)) if stamps else None
+    return _stamp_time_value(max(stamps)) if stamps else None
+
+
+@lru_cache(maxsize=65_536)
+def _stamp_time_value(stamp: str) -> datetime:
+    """A stamp's instant (a lead's fit lines are dated from the same few stamps batch after batch)."""
+    return parse_time(stamp)

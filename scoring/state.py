@@ -1,10 +1,11 @@
 """A lead's scoring state: a commutative fold over the set of its touchpoints.
 
-The state holds what the touchpoints earned (engagement items), the lead's traits with the time each
-was set, and the event ids already folded in. Because every part is defined over the *set* of
-touchpoints (earliest-N per capped rule and day, latest-wins per trait key, union of ids), any arrival
-order, any redelivery and any identity merge give the same state. :class:`scoring.rules.RuleSet`
-builds it; this module only holds the data and its JSON form::
+The state holds what the touchpoints earned (engagement items) and the lead's traits with the time each
+was set. Because every part is defined over the *set* of touchpoints (earliest-N per capped rule and
+day, each (touchpoint, rule) counted once, latest-wins per trait key), any arrival order, any
+redelivery and any identity merge give the same state. (It does not list the event ids folded in:
+folding one twice changes nothing, and the consumer's processed-event ids already skip redeliveries.)
+:class:`scoring.rules.RuleSet` builds it; this module only holds the data and its JSON form::
 
     state = LeadScoreState.empty()
     stored = state.to_json()                      # JSON-safe, goes into a DB JSON column
@@ -18,6 +19,7 @@ plus ``email_domain`` derived from the email) with ``company_domain`` derived as
 from __future__ import annotations
 
 import json
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -58,6 +60,25 @@ class ScoreItem:
         # Built for every match and every stored item on load: one __dict__ write is ~3x faster than
         # the frozen dataclass's per-field object.__setattr__ (the instance stays immutable to callers).
         self.__dict__.update(rule=rule, kind=kind, points=points, event_id=event_id, at=at)
+
+    def to_json(self) -> dict[str, Any]:
+        """The stored form of an engagement item (built once per item: a state is saved on every batch)."""
+        body: dict[str, Any] | None = self.__dict__.get("_json")
+        if body is None:
+            body = self.__dict__["_json"] = {"rule": self.rule, "points": self.points, "event_id": self.event_id,
+                                             "at": self.at_text}
+        return body
+
+    @property
+    def iso_text(self) -> str | None:
+        """``at`` as the API shows times (UTC with ``Z``), formatted once per item."""
+        text = self.__dict__.get("_iso_text")
+        if text is None and self.at is not None:
+            at_text = self.at_text
+            assert at_text is not None
+            text = at_text[:-6] + "Z" if at_text.endswith("+00:00") else iso(self.at)
+            self.__dict__["_iso_text"] = text
+        return text
 
     @property
     def at_text(self) -> str | None:
@@ -107,6 +128,18 @@ def newer(stamp: Stamp, value: Any, old_stamp: Stamp | None, old_value: Any) -> 
     if stamp < old_stamp:
         return False
     return _value_key(value) > _value_key(old_value)
+
+
+_SCALARS = (str, int, float, bool, type(None))
+
+
+def same_value(a: Any, b: Any) -> bool:
+    """Is a trait value unchanged? Strict: ``1``, ``1.0`` and ``True`` differ (matchers tell them apart)."""
+    if type(a) is not type(b):
+        return False
+    if isinstance(a, _SCALARS):
+        return bool(a == b)
+    return _value_key(a) == _value_key(b)
 
 
 def _value_key(value: Any) -> str:
@@ -167,7 +200,6 @@ class LeadScoreState:
     engagement_items: tuple[ScoreItem, ...] = ()
     declared_traits: Mapping[str, Any] = field(default_factory=lambda: MappingProxyType({}))
     traits_at: Mapping[str, Stamp] = field(default_factory=lambda: MappingProxyType({}))
-    seen_event_ids: frozenset[str] = frozenset()
     traits: Mapping[str, Any] = field(init=False, compare=False, repr=False)
 
     def __post_init__(self) -> None:
@@ -179,6 +211,27 @@ class LeadScoreState:
     @staticmethod
     def empty() -> LeadScoreState:
         return LeadScoreState()
+
+    @classmethod
+    def of_owned(cls, items: tuple[ScoreItem, ...], declared_traits: dict[str, Any], traits_at: dict[str, Stamp],
+                 *, effective: Mapping[str, Any] | None = None) -> LeadScoreState:
+        """A state over dicts that nobody else holds (a fold's working copies): no defensive copies.
+        ``effective``: the read-only effective view of equal declared traits, if the caller has one."""
+        state = object.__new__(cls)
+        object.__setattr__(state, "engagement_items", items)
+        object.__setattr__(state, "declared_traits", MappingProxyType(declared_traits))
+        object.__setattr__(state, "traits_at", MappingProxyType(traits_at))
+        object.__setattr__(state, "traits", effective if effective is not None
+                           else MappingProxyType(effective_traits(declared_traits)))
+        return state
+
+    def with_items(self, items: tuple[ScoreItem, ...]) -> LeadScoreState:
+        """This state with other engagement items and the same traits (their read-only views and
+        anything derived from the traits alone, such as cached fit items, are shared)."""
+        state = object.__new__(type(self))
+        state.__dict__.update(self.__dict__)
+        object.__setattr__(state, "engagement_items", items)
+        return state
 
     @property
     def company_domain(self) -> str | None:
@@ -199,14 +252,9 @@ class LeadScoreState:
         """JSON-safe form (times as ISO strings); :meth:`from_json` reads it back to an equal state."""
         return {
             "version": STATE_VERSION,
-            "engagement_items": [
-                {"rule": i.rule, "points": i.points, "event_id": i.event_id,
-                 "at": i.at_text}
-                for i in self.engagement_items
-            ],
+            "engagement_items": [i.to_json() for i in self.engagement_items],
             "traits": dict(self.declared_traits),
             "traits_at": {key: [at, eid] for key, (at, eid) in self.traits_at.items()},
-            "seen_event_ids": sorted(self.seen_event_ids),
         }
 
     @staticmethod
@@ -221,14 +269,24 @@ class LeadScoreState:
                              "run `handoff rescore` to rebuild it from the touchpoints")
         try:
             items = [_item_from_json(raw) for raw in data.get("engagement_items", [])]
-            traits_at = {str(k): (stamp_time(parse_time(v[0])), str(v[1]))
-                         for k, v in data.get("traits_at", {}).items()}
+            traits_at = {str(k): (_stored_stamp(v[0]), str(v[1])) for k, v in data.get("traits_at", {}).items()}
             traits = dict(data.get("traits", {}))
-            seen = frozenset(str(e) for e in data.get("seen_event_ids", []))
         except (KeyError, TypeError, IndexError, ValueError) as exc:
             raise ValueError(f"stored score state is malformed ({exc!r}); run `handoff rescore`") from None
+        # Other keys (``seen_event_ids`` of states stored before it was dropped, a writer's ``rev``) are
+        # not part of the state.
         items.sort(key=ScoreItem.sort_key)
-        return LeadScoreState(tuple(items), traits, traits_at, seen)
+        return LeadScoreState(tuple(items), traits, traits_at)
+
+
+_STAMP = re.compile(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{6}Z")
+
+
+def _stored_stamp(text: Any) -> str:
+    """A stored stamp as :func:`stamp_time` writes it is used as it is; anything else is re-read."""
+    if isinstance(text, str) and _STAMP.fullmatch(text):
+        return text
+    return stamp_time(parse_time(text))
 
 
 def _item_from_json(raw: Mapping[str, Any]) -> ScoreItem:

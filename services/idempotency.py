@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
+from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from services.db.dialect import insert_ignore
@@ -25,10 +26,22 @@ async def claim_new(conn: AsyncConnection, consumer: str, event_ids: Sequence[st
     ids = list(dict.fromkeys(event_ids))
     if not ids:
         return set()
+    now = utcnow()
     # ON CONFLICT DO NOTHING ... RETURNING answers exactly the ids this transaction claimed: a redelivered
     # id, or one a concurrent member claimed first (it waits for that member's commit), is not returned.
-    inserted = await conn.execute(
-        insert_ignore(conn, processed_events).returning(processed_events.c.event_id),
-        [{"consumer": consumer, "event_id": i, "processed_at": utcnow()} for i in ids],
-    )
+    if conn.dialect.name == "postgresql":
+        # One statement with the ids as one array (an executemany is a statement per row on the server).
+        inserted = await conn.execute(_CLAIM_PG, {"consumer": consumer, "ids": ids, "at": now})
+    else:
+        inserted = await conn.execute(
+            insert_ignore(conn, processed_events).returning(processed_events.c.event_id),
+            [{"consumer": consumer, "event_id": i, "processed_at": now} for i in ids],
+        )
     return set(inserted.scalars())
+
+
+_CLAIM_PG = text(
+    "INSERT INTO processed_events (consumer, event_id, processed_at) "
+    "SELECT CAST(:consumer AS TEXT), e, CAST(:at AS TIMESTAMPTZ) FROM unnest(CAST(:ids AS TEXT[])) AS e "
+    "ON CONFLICT DO NOTHING RETURNING event_id"
+)

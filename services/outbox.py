@@ -42,6 +42,13 @@ async def add_events(conn: AsyncConnection, topic: str, events: Sequence[Event])
         {"topic": topic, "key": e.key, "event_id": e.id, "type": e.type, "source": e.source,
          "time": e.time, "data": e.data} for e in events
     ])
+    mark_queued(conn)
+
+
+def mark_queued(conn: AsyncConnection) -> None:
+    """Say that this transaction queued outbox rows: the relay is woken once it commits. A writer that
+    inserts its ``outbox`` rows itself (the scoring consumer, hundreds per batch in one statement)
+    calls it; :func:`add_events` does it for you."""
     conn.info["outbox_dirty"] = True
 
 

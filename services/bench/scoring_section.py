@@ -4,13 +4,18 @@ Pre-generated touchpoint events (buyers that start anonymous, identify, and go o
 example config's rules) are fed straight to ``handler.handle(batch)`` in batches of 500, as the
 consumer runner would after a poll, on SQLite and on PostgreSQL. The ceiling, measured in the same
 run on a fresh database of the same kind: inserting the same touchpoint rows (the lead timeline) in
-the same batches and transactions, with no logic at all.
+the same batches and transactions, with no logic at all. Both are timed with the garbage collector
+tuned as the served process tunes it (``services.serve.tune_gc``): otherwise every full collection
+would also walk this section's own pre-generated input (some 100,000 objects no consumer holds).
 """
 
 from __future__ import annotations
 
+import gc
 import time
 import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
 from datetime import UTC, datetime
 from typing import Any
 
@@ -24,6 +29,7 @@ from services.config import parse_config
 from services.db.database import Database
 from services.db.models import leads, touchpoints
 from services.events import Event
+from services.serve import tune_gc
 
 SECTION = "scoring"
 BATCH = 500
@@ -114,11 +120,13 @@ async def run(ctx: BenchContext) -> None:
             prefix = f"run {run + 1}/{ctx.runs}, {label}"
             ceiling_url = await _fresh(ctx, sqlite, backend)
             ctx.say(SECTION, f"{prefix}: bulk insert of the same {len(rows):,} timeline rows (ceiling) ...")
-            ceiling_s = await bulk_insert(ceiling_url, rows)
+            with gc_as_served():
+                ceiling_s = await bulk_insert(ceiling_url, rows)
             await _drop(ctx, sqlite, backend, ceiling_url)
             url = await _fresh(ctx, sqlite, backend)
             ctx.say(SECTION, f"{prefix}: {len(events):,} events through ScoringHandler.handle, {BATCH} per batch ...")
-            handler_s, stored = await through_handler(url, events)
+            with gc_as_served():
+                handler_s, stored = await through_handler(url, events)
             await _drop(ctx, sqlite, backend, url)
             rate, ceiling = len(events) / handler_s, len(rows) / ceiling_s
             rates.append(round(rate, 1))
@@ -134,6 +142,19 @@ async def run(ctx: BenchContext) -> None:
             ctx.add(Measurement(SECTION, "ratio to bulk insert, PostgreSQL", median(rates), "tp/s",
                                 ceiling=median(ceilings), ceiling_name="bulk insert", goal=GOAL_PG_RATIO,
                                 runs=rates, ceiling_runs=ceilings))
+
+
+@contextmanager
+def gc_as_served() -> Iterator[None]:
+    """The collector as ``handoff serve`` sets it up (what exists now frozen, rarer young collections)
+    for the block, then as it was: the bench runs the handler in its own process."""
+    threshold = gc.get_threshold()
+    tune_gc()
+    try:
+        yield
+    finally:
+        gc.unfreeze()
+        gc.set_threshold(*threshold)
 
 
 async def _fresh(ctx: BenchContext, sqlite: SqliteFiles, backend: str) -> str:

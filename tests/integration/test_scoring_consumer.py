@@ -3,19 +3,21 @@
 from __future__ import annotations
 
 import random
+import uuid
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pytest
 from sqlalchemy import func, select
 
-from scoring.consumer import ScoringHandler
+from scoring.consumer import ScoringHandler, _Batch
+from scoring.rescore import rescore
 from scoring.rules import RuleSet
 from scoring.state import LeadScoreState
 from services.config import load_config
 from services.db.database import Database
-from services.db.models import lead_merges, leads, touchpoints
-from services.events import TOUCHPOINT_RECEIVED, Event, Touchpoint
+from services.db.models import lead_merges, leads, outbox, stage_history, touchpoints
+from services.events import LEAD_SCORED, LEAD_STAGE_CHANGED, TOUCHPOINT_RECEIVED, Event, LeadScored, Touchpoint
 
 pytestmark = pytest.mark.integration
 T0 = datetime(2026, 11, 20, 9, 0, tzinfo=UTC)
@@ -89,3 +91,80 @@ async def test_arrival_order_does_not_change_the_score(db: Database) -> None:
     for lead in await live_leads(db):
         state = LeadScoreState.from_json(lead["score_state"])
         assert state == expected[lead["email"]]
+
+
+async def test_a_state_written_by_someone_else_is_read_not_the_remembered_one(db: Database) -> None:
+    # The consumer remembers the states it stored; another writer (handoff rescore, an operator's fix)
+    # stores its own, which the next batch must fold into, not the remembered one.
+    handler = ScoringHandler(db, RULES)
+    await handler.handle([tp("r1", "page_view", 0, email="kim@acme.io", properties={"path": "/pricing"})])
+    (lead,) = await live_leads(db)
+    assert lead["score_state"]["rev"]  # the revision the consumer remembers it under
+    other = RULES.apply(LeadScoreState.empty(), tp("x1", "form_submit", 1, email="kim@acme.io",
+                                                   properties={"form": "demo"}).data)
+    async with db.transaction() as conn:
+        await conn.execute(leads.update().where(leads.c.id == lead["id"]).values(score_state=other.to_json()))
+    later = tp("r2", "page_view", 2, email="kim@acme.io", properties={"path": "/blog/a"})
+    await handler.handle([later])
+    (lead,) = await live_leads(db)
+    assert LeadScoreState.from_json(lead["score_state"]) == RULES.apply(other, later.data)
+    assert len(handler.states) == 1
+
+
+async def test_a_rolled_back_batch_leaves_nothing_remembered_that_the_database_lacks(db: Database) -> None:
+    handler = ScoringHandler(db, RULES)
+    await handler.handle([tp("b1", "page_view", 0, email="lee@acme.io", properties={"path": "/pricing"})])
+    failing = tp("b2", "form_submit", 1, email="lee@acme.io", properties={"form": "demo"})
+    with pytest.raises(RuntimeError):
+        async with db.transaction() as conn:  # the batch's writes happen, then the transaction fails
+            await _Batch(conn, RULES, handler.states).apply([Touchpoint.model_validate(failing.data)])
+            raise RuntimeError("the commit failed")
+    await handler.handle([failing])  # redelivered: applied once, on the committed state
+    (lead,) = await live_leads(db)
+    expected = RULES.apply_many(LeadScoreState.empty(), [
+        tp("b1", "page_view", 0, email="lee@acme.io", properties={"path": "/pricing"}).data, failing.data])
+    assert LeadScoreState.from_json(lead["score_state"]) == expected
+
+
+async def test_events_queued_are_the_models_as_json(db: Database) -> None:
+    handler = ScoringHandler(db, RULES)
+    await handler.handle([tp("q1", "identify", 0, anonymous_id="anon-q", email="Quinn@Acme.io",
+                             traits={"title": "VP Sales", "employees": 120}),
+                          tp("q2", "form_submit", 1, email="quinn@acme.io", properties={"form": "demo"})])
+    async with db.read() as conn:
+        rows = (await conn.execute(select(outbox).order_by(outbox.c.id))).mappings().all()
+    assert [r["type"] for r in rows] == [LEAD_STAGE_CHANGED, LEAD_SCORED]  # in the order they were queued
+    scored = rows[1]["data"]
+    assert LeadScored.model_validate(scored).model_dump(mode="json") == scored
+    assert scored["fit"] == 30 and scored["rules_hit"] == ["demo-request"] and scored["stage"] == "engaged"
+    for row in rows:
+        assert str(uuid.UUID(row["event_id"])) == row["event_id"] and uuid.UUID(row["event_id"]).version == 4
+
+
+async def test_rescore_rewrites_what_the_consumer_stored_and_the_consumer_goes_on_from_it(db: Database) -> None:
+    config = load_config(None)
+    handler = ScoringHandler(db, RULES)
+    await handler.handle([tp("s1", "page_view", 0, email="sol@acme.io", properties={"path": "/pricing"})])
+    doubled = [r.model_copy(update={"points": r.points * 2}) for r in config.scoring.engagement]
+    stricter = config.model_copy(update={"scoring": config.scoring.model_copy(update={"engagement": doubled})})
+    report = await rescore(db, config, stricter, dry_run=False, progress=False)
+    assert report.changed == 1
+    (lead,) = await live_leads(db)
+    assert "rev" not in lead["score_state"]  # rescore's own state: the consumer must read it
+    await handler.handle([tp("s2", "page_view", 1, email="sol@acme.io", properties={"path": "/blog/a"})])
+    (lead,) = await live_leads(db)
+    assert {i.event_id for i in LeadScoreState.from_json(lead["score_state"]).engagement_items} == {"s1", "s2"}
+
+
+async def test_stage_changed_at_follows_the_leads_moves(db: Database) -> None:
+    handler = ScoringHandler(db, RULES)
+    await handler.handle([tp("v1", "page_view", 0, anonymous_id="anon-7", properties={"path": "/about"})])
+    await handler.handle([tp("v2", "identify", 1, anonymous_id="anon-7", email="kim@acme.io")])
+    await handler.handle([tp("v3", "page_view", 2, email="kim@acme.io", properties={"path": "/about"})])
+    async with db.read() as conn:
+        history = (await conn.execute(select(stage_history.c.to_stage, stage_history.c.at)
+                                      .order_by(stage_history.c.id))).all()
+    lead = (await live_leads(db))[0]
+    assert [stage for stage, _ in history] == ["anonymous", "known"] and lead["stage"] == "known"
+    assert lead["stage_changed_at"] == history[-1][1] > history[0][1]
+    assert lead["updated_at"] > lead["stage_changed_at"]  # a later touchpoint that did not move the lead

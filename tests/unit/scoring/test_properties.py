@@ -11,7 +11,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from scoring.rules import RuleSet
-from scoring.state import LeadScoreState, parse_time
+from scoring.state import LeadScoreState, parse_time, same_value
 from tests.unit.scoring.support import SCORING, T0, histories, rules, touch
 
 RULES = rules()
@@ -146,3 +146,23 @@ def test_half_life_zero_means_no_decay(history: list[dict[str, Any]], days: int)
     score = RULES.score(state, T0 + timedelta(days=days), 0)
     assert abs(score.engagement - sum(item.points for item in state.engagement_items)) < 1e-9
     assert abs(score.total - (score.fit + score.engagement)) < 1e-9
+
+
+@settings(max_examples=60, deadline=None)
+@given(history=histories(max_size=20), data=st.data())
+def test_fit_kept_along_a_fold_is_the_fit_of_the_traits(history: list[dict[str, Any]], data: st.DataObject) -> None:
+    # Fit items are handed from state to state while traits keep their values; whatever the order,
+    # they are what matching the final traits gives, and so is the score of the state as stored.
+    state = LeadScoreState.empty()
+    for tp in data.draw(st.permutations(history)):
+        state = RULES.apply(state, tp)
+        assert RULES.state_fit_items(state) == RULES.fit_items(state.traits, state.traits_at)
+    stored = LeadScoreState.from_json(json.loads(json.dumps(state.to_json())))
+    assert RULES.score(state, NOW) == RULES.score(stored, NOW)
+
+
+@settings(max_examples=60, deadline=None)
+@given(value=st.sampled_from([1, 1.0, True, "1", None, 0, False, [1], [True], {"a": 1}, {"a": True}]),
+       other=st.sampled_from([1, 1.0, True, "1", None, 0, False, [1], [True], {"a": 1}, {"a": True}]))
+def test_a_trait_value_is_the_same_only_if_matchers_cannot_tell_them_apart(value: Any, other: Any) -> None:
+    assert same_value(value, other) == (type(value) is type(other) and json.dumps(value) == json.dumps(other))

@@ -31,10 +31,10 @@ def test_a_touchpoint_earns_every_rule_it_matches() -> None:
     assert RULES.score(state, T0).engagement == 11
 
 
-def test_non_matching_touchpoint_earns_nothing_but_is_remembered() -> None:
+def test_non_matching_touchpoint_earns_nothing() -> None:
     state = RULES.apply(EMPTY, touch("x", T0, "webinar_attended"))
     assert state.engagement_items == ()
-    assert state.seen_event_ids == {"x"}
+    assert state is EMPTY  # nothing to fold: the very same state
 
 
 def test_type_is_matched_case_insensitively_like_the_matchers() -> None:
@@ -196,7 +196,7 @@ def test_merge_keeps_both_histories_and_re_applies_caps() -> None:
     merged = RULES.merge(a, b)
     assert [e for r, e in earned(merged) if r == "pricing-page"] == ["a1", "b2"]
     assert ("demo-request", "d") in earned(merged)
-    assert merged.seen_event_ids == {"a1", "a3", "b2", "d"}
+    assert [e for r, e in earned(merged) if r == "any-page"] == ["a1", "b2", "a3"]
     assert RULES.merge(merged, merged) == merged
     assert RULES.merge(EMPTY, merged) == merged
 
@@ -276,3 +276,12 @@ def test_merge_is_commutative_even_for_one_event_id_seen_with_two_contents() -> 
     b = RULES.apply(EMPTY, touch("same", T0, traits={"title": "Intern"}))
     assert RULES.merge(a, b) == RULES.merge(b, a)
     assert RULES.merge(a, b).traits["title"] == "VP"  # settled by the value's JSON, not by argument order
+
+
+def test_fit_kept_on_a_state_is_per_rule_set() -> None:
+    state = RULES.apply(EMPTY, touch("t", T0, traits={"title": "VP", "employees": 80}))
+    assert [i.rule for i in RULES.state_fit_items(state)] == ["senior-title", "target-size"]
+    only_size = RuleSet.from_config(Scoring(fit=[FitRule(name="size", when={"traits.employees": {"gte": 50}},
+                                                         points=1)]))
+    assert [i.rule for i in only_size.state_fit_items(state)] == ["size"]
+    assert only_size.score(state, T0).fit == 1 and RULES.score(state, T0).fit == 30

@@ -32,7 +32,7 @@ def sample_state() -> LeadScoreState:
 def test_empty_state() -> None:
     empty = LeadScoreState.empty()
     assert empty == LeadScoreState()
-    assert (empty.engagement_items, dict(empty.traits), empty.seen_event_ids) == ((), {}, frozenset())
+    assert (empty.engagement_items, dict(empty.traits), dict(empty.traits_at)) == ((), {}, {})
     assert not empty.has_positive_engagement and empty.rules_hit == frozenset()
 
 
@@ -48,7 +48,7 @@ def test_json_round_trip_through_text() -> None:
 
 def test_json_shape_is_plain_and_sorted() -> None:
     body = sample_state().to_json()
-    assert body["seen_event_ids"] == ["p", "u"]
+    assert set(body) == {"version", "engagement_items", "traits", "traits_at"}  # no list of event ids
     assert body["traits"]["tags"] == ["a", 1]
     assert body["traits_at"]["title"] == ["2026-11-22T00:00:00.000000Z", "p"]
     assert {"rule", "points", "event_id", "at"} <= set(body["engagement_items"][0])
@@ -68,7 +68,7 @@ def test_state_cannot_be_changed_in_place() -> None:
     with pytest.raises(TypeError):
         state.declared_traits["title"] = "x"  # type: ignore[index]
     with pytest.raises(AttributeError):
-        state.seen_event_ids = frozenset()  # type: ignore[misc]
+        state.engagement_items = ()  # type: ignore[misc]
     with pytest.raises(AttributeError):
         state.engagement_items[0].points = 99  # type: ignore[misc]
 
