@@ -31,6 +31,7 @@ from services.feedback import FeedbackError, FeedbackResult, apply_feedback, rec
 from services.http.auth import RequireToken
 from services.http.deps import ContainerDep
 from services.http.errors import ApiError
+from services.http.links import FEEDBACK_LINKS, ok_links
 from services.leads import find_lead_ids
 from services.runtime import Container
 from services.signing import SIGNATURE_HEADER, verify
@@ -148,8 +149,8 @@ def build_router() -> APIRouter:
     @router.post(
         "/v1/leads/{lead_id}/feedback", status_code=202, dependencies=[RequireToken], response_model=None,
         summary="Sales' word on a lead: contacted, accepted, rejected (with reason), won, lost",
-        responses={404: {"description": "unknown lead"},
-                   409: {"description": "illegal for the lead's stage"}},
+        responses={**ok_links(202, "The feedback is recorded; the lead's stage", FEEDBACK_LINKS),
+                   404: {"description": "unknown lead"}, 409: {"description": "illegal for the lead's stage"}},
     )
     async def post_feedback(
         lead_id: str, body: Annotated[FeedbackIn, Body()], container: ContainerDep

@@ -22,6 +22,7 @@ from fastapi import APIRouter, Query
 from services.http.auth import RequireToken
 from services.http.deps import ContainerDep
 from services.http.errors import ApiError
+from services.http.links import LEAD_LINKS, LIST_LINKS, ok_links
 from services.http.params import parse_time_param
 from services.leads import (
     STAGES,
@@ -63,7 +64,7 @@ def build_router() -> APIRouter:
 
     @router.get(
         "/v1/leads/{lead_id}", response_model=None, summary="One lead with its whole journey",
-        responses={404: {"description": "no lead with this id"}},
+        responses={**ok_links(200, "The lead document", LEAD_LINKS), 404: {"description": "no lead with this id"}},
     )
     async def get_lead(lead_id: str, container: ContainerDep) -> dict[str, Any]:
         async with container.db.read() as conn:
@@ -76,7 +77,8 @@ def build_router() -> APIRouter:
 
     @router.get(
         "/v1/leads", response_model=None, summary="Find leads by identity, or list them with filters",
-        responses={422: {"description": "a bad filter, limit or cursor"}},
+        responses={**ok_links(200, "A page of leads", LIST_LINKS),
+                   422: {"description": "a bad filter, limit or cursor"}},
     )
     async def list_leads(
         container: ContainerDep,

@@ -31,6 +31,7 @@ from services.events import utcnow
 from services.http.auth import RequireToken
 from services.http.deps import ContainerDep
 from services.http.errors import ApiError
+from services.http.links import REP_LINKS, REPS_LINKS, ok_links
 
 OPEN_STAGES = ("sql", "contacted")
 
@@ -122,7 +123,8 @@ def _known_rep(config: HandoffConfig, rep_id: str) -> Rep:
 def build_router() -> APIRouter:
     router = APIRouter(tags=["reps"], dependencies=[RequireToken])
 
-    @router.get("/v1/reps", response_model=None, summary="Reps with their load and availability")
+    @router.get("/v1/reps", response_model=None, summary="Reps with their load and availability",
+                responses=ok_links(200, "The configured reps", REPS_LINKS))
     async def list_reps(container: ContainerDep) -> dict[str, Any]:
         async with container.db.read() as conn:
             items = await load_reps(conn, container.config, utcnow())
@@ -131,7 +133,8 @@ def build_router() -> APIRouter:
     @router.put(
         "/v1/reps/{rep_id}", response_model=None,
         summary="Set a rep out of office (available: false) or change their capacity",
-        responses={404: {"description": "no such rep in the config"}},
+        responses={**ok_links(200, "The rep with the new overrides", REP_LINKS),
+                   404: {"description": "no such rep in the config"}},
     )
     async def update_rep(rep_id: str, body: RepUpdate, container: ContainerDep) -> dict[str, Any]:
         rep = _known_rep(container.config, rep_id)

@@ -13,6 +13,7 @@ from fastapi import FastAPI, Request, Response
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from services.http.errors import ORJSONResponse, error_response, install_error_handlers
+from services.http.links import add_cross_service_links
 from services.runtime import Container
 
 MAX_BODY_BYTES = 1024 * 1024  # contract: a body over 1 MiB is refused with 413, on every endpoint
@@ -68,7 +69,21 @@ def create_app(container: Container) -> FastAPI:
     for part in container.parts.values():
         for router in part.routers:
             app.include_router(router)
+    _link_services_in_schema(app)
     return app
+
+
+def _link_services_in_schema(app: FastAPI) -> None:
+    """Make ``app.openapi()`` (built once, then cached by FastAPI) carry the links between services
+    this process serves both ends of (:func:`services.http.links.add_cross_service_links`)."""
+    build = app.openapi
+
+    def openapi() -> dict[str, Any]:
+        if app.openapi_schema is None:
+            app.openapi_schema = add_cross_service_links(build())
+        return app.openapi_schema
+
+    app.openapi = openapi  # type: ignore[method-assign]
 
 
 class RequestLimits:
