@@ -47,6 +47,15 @@ from services.outbox import add_events
 log = logging.getLogger(__name__)
 GLOBAL_LOCK = "*"  # the routing_cursors row every assignment locks first
 OPEN_STAGES = ("sql", "contacted")
+# What routing reads of a lead (not its score state and breakdown: large JSON it never needs).
+ROW_COLUMNS = (leads.c.id, leads.c.stage, leads.c.owner, leads.c.merged_into, leads.c.fit, leads.c.engagement,
+               leads.c.total, leads.c.traits, leads.c.email, leads.c.company_domain)
+
+
+def _lead(row: Mapping[str, Any]) -> dict[str, Any]:
+    """The lead as qualification and routing rules see it."""
+    return {"fit": row["fit"], "engagement": row["engagement"], "total": row["total"], "traits": row["traits"],
+            "email": row["email"], "company_domain": row["company_domain"]}
 
 
 @dataclass
@@ -88,43 +97,57 @@ class RouterHandler(Handler):
             # routers never deadlock (a lead lock, then the routing lock, against the reverse).
             await self._routing_lock(conn)
             fresh = await claim_new(conn, self.group, [e.id for e in relevant])
+            todo: list[LeadScored | ReassignRequested] = [
+                LeadScored.model_validate(e.data) if e.type == LEAD_SCORED else ReassignRequested.model_validate(e.data)
+                for e in relevant if e.id in fresh]
+            # Most scored leads do not qualify: one locking read of all the batch's leads, not one per event.
+            rows = await self._lock_leads(conn, {item.lead_id for item in todo})
             snapshot = _Snapshot()  # rep loads and cursors, read once per batch under the lock
-            for event in relevant:
-                if event.id not in fresh:
+            for item in todo:
+                row = rows.get(item.lead_id)
+                if row is None:
                     continue
-                if event.type == LEAD_SCORED:
-                    await self._on_scored(conn, LeadScored.model_validate(event.data), snapshot)
+                if isinstance(item, LeadScored):
+                    changed = await self._on_scored(conn, row, item, snapshot)
                 else:
-                    await self._on_reassign(conn, ReassignRequested.model_validate(event.data), snapshot)
+                    changed = await self._on_reassign(conn, row, item, snapshot)
+                if changed:  # a later event of the same lead in this batch must see its new stage and owner
+                    rows.update(await self._lock_leads(conn, {item.lead_id}))
 
-    async def _on_scored(self, conn: AsyncConnection, scored: LeadScored, snapshot: _Snapshot) -> None:
-        row = (await conn.execute(lock(conn, select(leads).where(leads.c.id == scored.lead_id)))).mappings().first()
-        if row is None or row["merged_into"]:
-            return
-        lead = {"fit": row["fit"], "engagement": row["engagement"], "total": row["total"],
-                "traits": row["traits"], "email": row["email"], "company_domain": row["company_domain"]}
+    async def _lock_leads(self, conn: AsyncConnection, lead_ids: Collection[str]) -> dict[str, Mapping[str, Any]]:
+        """The leads' rows (the columns routing reads), locked, in id order (as the scoring consumer locks)."""
+        if not lead_ids:
+            return {}
+        query = select(*ROW_COLUMNS).where(leads.c.id.in_(sorted(lead_ids))).order_by(leads.c.id)
+        return {row["id"]: row for row in (await conn.execute(lock(conn, query))).mappings()}
+
+    async def _on_scored(self, conn: AsyncConnection, row: Mapping[str, Any], scored: LeadScored,
+                         snapshot: _Snapshot) -> bool:
+        if row["merged_into"]:
+            return False
+        lead = _lead(row)
         result = self.qualifier.qualify(lead, row["stage"], scored.rules_hit)
         if result.stage is None:
-            return
+            return False
         now = utcnow()
         if result.stage == "disqualified":
             await record_stage(conn, row["id"], row["stage"], "disqualified", at=now, cause=result.reason)
-            return
+            return True
         await record_stage(conn, row["id"], row["stage"], "mql", at=now, cause=result.reason, qualified_at=now)
         await self.assign(conn, row["id"], lead, now=now, snapshot=snapshot)
+        return True
 
-    async def _on_reassign(self, conn: AsyncConnection, request: ReassignRequested, snapshot: _Snapshot) -> None:
-        row = (await conn.execute(lock(conn, select(leads).where(leads.c.id == request.lead_id)))).mappings().first()
-        if row is None or row["stage"] != "sql" or row["owner"] not in request.exclude_reps:
-            return  # contacted meanwhile, or already reassigned: nothing to do
-        lead = {"fit": row["fit"], "engagement": row["engagement"], "total": row["total"],
-                "traits": row["traits"], "email": row["email"], "company_domain": row["company_domain"]}
+    async def _on_reassign(self, conn: AsyncConnection, row: Mapping[str, Any], request: ReassignRequested,
+                           snapshot: _Snapshot) -> bool:
+        if row["stage"] != "sql" or row["owner"] not in request.exclude_reps:
+            return False  # contacted meanwhile, or already reassigned: nothing to do
         now = utcnow()
         await conn.execute(update(assignments).where(
             assignments.c.lead_id == row["id"], assignments.c.ended_at.is_(None)
         ).values(ended_at=now, end_reason=request.reason))
-        await self.assign(conn, row["id"], lead, now=now, exclude={r: "SLA breach" for r in request.exclude_reps},
+        await self.assign(conn, row["id"], _lead(row), now=now, exclude={r: "SLA breach" for r in request.exclude_reps},
                           previous=row["owner"], from_stage="sql", snapshot=snapshot)
+        return True
 
     async def assign(self, conn: AsyncConnection, lead_id: str, lead: Mapping[str, Any], *, now: datetime,
                      exclude: Collection[str] | Mapping[str, str] = (), previous: str | None = None,
@@ -206,11 +229,10 @@ class RouterHandler(Handler):
         for lead_id in waiting:
             async with self.db.transaction() as conn:
                 await self._routing_lock(conn)
-                row = (await conn.execute(lock(conn, select(leads).where(leads.c.id == lead_id)))).mappings().first()
+                row = (await self._lock_leads(conn, [lead_id])).get(lead_id)
                 if row is None or row["stage"] != "mql" or row["owner"] is not None:
                     continue
-                lead = {"fit": row["fit"], "engagement": row["engagement"], "traits": row["traits"],
-                        "email": row["email"], "company_domain": row["company_domain"]}
+                lead = _lead(row)
                 decision = await self._preview(conn, lead)
                 if decision.rep_id is None:
                     break  # still nobody: do not fill the table with fallback rows
