@@ -12,6 +12,7 @@ from sqlalchemy import update
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from services.db.models import leads, stage_history
+from services.stage_chain import refresh_stage_chain
 
 
 async def record_stage(conn: AsyncConnection, lead_id: str, from_stage: str | None, to_stage: str, *,
@@ -23,3 +24,4 @@ async def record_stage(conn: AsyncConnection, lead_id: str, from_stage: str | No
     await conn.execute(update(leads).where(leads.c.id == lead_id).values(**values))
     await conn.execute(stage_history.insert().values(
         lead_id=lead_id, from_stage=from_stage, to_stage=to_stage, at=at, cause=cause[:2000]))
+    await refresh_stage_chain(conn, [lead_id])

@@ -5,10 +5,11 @@
     report["totals"]["conversion"][3]      # {"from": "mql", "to": "sql", "entered": 40, "converted": 31, ...}
 
 Every figure is an aggregate query (GROUP BY, window functions, percentiles); no lead is loaded into
-Python: a few rows per stage and group come back. The stage history is read in ONE ordered pass (an
-index-only scan of ``ix_stage_history_lead`` on PostgreSQL); given ``connect``, the independent queries
-run side by side on pooled connections. The window (``start`` <= t < ``end``, either side optional)
-applies to each figure's own time column:
+Python: a few rows per stage and group come back. The stage history carries, on each move, when the
+lead left the stage, how long it stayed and how far it had got (derived on write by
+services/stage_chain.py), so stages reached and time in stage are plain aggregates (index-only scans on
+PostgreSQL); given ``connect``, the independent queries run side by side on pooled connections. The
+window (``start`` <= t < ``end``, either side optional) applies to each figure's own time column:
 
 ============================  ==========================================================================
 figure                        rows counted
@@ -82,13 +83,15 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any, TypeVar
 
-from sqlalchemy import Float, Integer, Select, and_, case, cast, func, literal, or_, select, text
+from sqlalchemy import Integer, Select, and_, cast, func, literal, or_, select, text
 from sqlalchemy.dialects import postgresql
 from sqlalchemy.ext.asyncio import AsyncConnection
 from sqlalchemy.sql.elements import ColumnElement
 
 from services.config import HandoffConfig
+from services.db.dialect import seconds_between
 from services.db.models import assignments, feedback, lead_merges, lead_sla, leads, stage_history
+from services.stage_chain import is_move
 
 FUNNEL = ("anonymous", "known", "engaged", "mql", "sql", "contacted", "opportunity", "won")
 OFF_FUNNEL = ("lost", "recycled", "disqualified")
@@ -149,18 +152,13 @@ class Stats:
 
 
 async def tune(conn: AsyncConnection) -> None:
-    """PostgreSQL: room for the report's sorts and hashes in memory (this transaction only)."""
+    """PostgreSQL: room for the report's sorts and hashes in memory, no parallel workers (this
+    transaction only)."""
     if conn.dialect.name == "postgresql":
-        await conn.execute(text("SET LOCAL work_mem = '64MB'"))
-
-
-def seconds_between(conn: AsyncConnection, later: Any, earlier: Any) -> ColumnElement[Any]:
-    """``later - earlier`` in seconds as a float expression."""
-    if conn.dialect.name == "postgresql":
-        # date_part() gives a double; EXTRACT() a numeric, several times slower over 100,000s of rows.
-        return cast(func.date_part("epoch", later - earlier), Float)
-    # SQLite stores the UTC datetimes as text; julianday() reads that text (fractional days).
-    return (func.julianday(later) - func.julianday(earlier)) * 86400.0
+        # Parallel workers cost more to start than they save here: the report's queries already run
+        # side by side, and each scans at most a few hundred thousand narrow index entries.
+        await conn.execute(text("SELECT set_config('work_mem', '64MB', true), "
+                                "set_config('max_parallel_workers_per_gather', '0', true)"))
 
 
 async def stats(conn: AsyncConnection, source: Any, group: Sequence[str], *, value: str,
@@ -258,15 +256,18 @@ async def funnel_report(conn: AsyncConnection, config: HandoffConfig, *, start: 
     window = Window(start, end)
     await tune(conn)
     queries = _Queries(conn, connect)
-    by_key: dict[Key, dict[str, Any]] = {}
     if key is None:
-        everyone, detail = await asyncio.gather(_figures(queries, window, None, now),
-                                                queries.run(_sla_detail, window, config))
+        raw, detail = await asyncio.gather(_raw_figures(queries, window, None, now),
+                                           queries.run(_sla_detail, window, config))
+        totals, by_key = _assemble(raw, [None])[None], {}
     else:
-        everyone, detail, by_key = await asyncio.gather(_figures(queries, window, None, now),
-                                                        queries.run(_sla_detail, window, config),
-                                                        _figures(queries, window, key, now))
-    totals = everyone[None]
+        # The counts of all leads are the sums of the groups' (every lead is in exactly one group);
+        # only the percentiles need their own pass over all leads.
+        raw, detail, stays, speed = await asyncio.gather(
+            _raw_figures(queries, window, key, now), queries.run(_sla_detail, window, config),
+            queries.run(_stays, window, None), queries.run(_speed_to_lead, window, None))
+        by_key = _assemble(raw, raw.keys())
+        totals = _assemble(_summed(raw, stays, speed), [None])[None]
     totals["sla"] = detail
     ordered = sorted(by_key.items(), key=lambda item: (-_entered(item[1]), item[0] is None, str(item[0])))
     groups = [{"key": k, **figures} for k, figures in ordered]
@@ -302,18 +303,55 @@ class _Queries:
             return await query(conn, *args)
 
 
-async def _figures(queries: _Queries, window: Window, key: Any, now: datetime) -> dict[Key, dict[str, Any]]:
-    """Every figure, for all leads (``key`` None: under the key None) or per value of ``key``."""
-    (reached, stays), current, speed, sla, rejects, mqls = await asyncio.gather(
-        queries.run(_history, window, key), queries.run(_current, window, key),
+@dataclass
+class _Raw:
+    """What the figure queries return, keyed by group (None: all leads) before assembly."""
+
+    reached: dict[Key, dict[str, int]]
+    stays: dict[tuple[Key, str], Distribution]
+    current: dict[Key, dict[str, int]]
+    speed: dict[Key, Distribution]
+    sla: dict[Key, dict[str, int]]
+    rejects: dict[Key, list[dict[str, Any]]]
+    mqls: dict[Key, int]
+
+    def keys(self) -> set[Key]:
+        return set(self.reached) | set(self.current) | set(self.speed) | set(self.sla) | set(self.rejects) | set(
+            self.mqls)
+
+
+async def _raw_figures(queries: _Queries, window: Window, key: Any, now: datetime) -> _Raw:
+    """Every figure's query, for all leads (``key`` None: under the key None) or per value of ``key``."""
+    found: list[Any] = await asyncio.gather(
+        queries.run(_reached, window, key), queries.run(_stays, window, key), queries.run(_current, window, key),
         queries.run(_speed_to_lead, window, key), queries.run(_sla_summary, window, key),
         queries.run(_reject_reasons, window, key), queries.run(_mqls_this_month, key, now))
-    keys: Iterable[Key] = [None]
-    if key is not None:
-        keys = set(reached) | set(current) | set(speed) | set(sla) | set(rejects) | set(mqls)
+    return _Raw(*found)
+
+
+def _summed(raw: _Raw, stays: dict[tuple[Key, str], Distribution], speed: dict[Key, Distribution]) -> _Raw:
+    """All leads' figures from the groups' counts (summed) and all leads' own percentiles."""
+    def add(per_group: Mapping[Key, Mapping[str, int]]) -> dict[Key, dict[str, int]]:
+        total: dict[str, int] = {}
+        for counts in per_group.values():
+            for name, count in counts.items():
+                total[name] = total.get(name, 0) + count
+        return {None: total}
+
+    reasons: dict[Key, int] = {}
+    for rows in raw.rejects.values():
+        for row in rows:
+            reasons[row["reason"]] = reasons.get(row["reason"], 0) + row["count"]
+    return _Raw(reached=add(raw.reached), stays=stays, current=add(raw.current), speed=speed, sla=add(raw.sla),
+                rejects={None: _by_frequency([{"reason": r, "count": n} for r, n in reasons.items()])},
+                mqls={None: sum(raw.mqls.values())})
+
+
+def _assemble(raw: _Raw, keys: Iterable[Key]) -> dict[Key, dict[str, Any]]:
+    """The response's figures per key (of the groups found in ``raw``, or None for all leads)."""
     out: dict[Key, dict[str, Any]] = {}
     for k in keys:
-        got, now_in = reached.get(k, {}), current.get(k, {})
+        got, now_in = raw.reached.get(k, {}), raw.current.get(k, {})
         stages: list[dict[str, Any]] = [{"stage": s, "reached": got.get(s, 0), "current": now_in.get(s, 0)}
                                         for s in STAGES]
         conversion = conversions({s: got.get(s, 0) for s in STAGES})
@@ -321,11 +359,11 @@ async def _figures(queries: _Queries, window: Window, key: Any, now: datetime) -
             "stages": stages,
             "conversion": conversion,
             "leak": leak_point(conversion),
-            "time_in_stage": [_stay_row(stage, stays.get((k, stage))) for stage in FUNNEL[:-1]],
-            "speed_to_lead": _speed_row(speed.get(k)),
-            "sla": sla_figures(sla.get(k, {})),
-            "reject_reasons": rejects.get(k, []),
-            "mql_this_month": mqls.get(k, 0),
+            "time_in_stage": [_stay_row(stage, raw.stays.get((k, stage))) for stage in FUNNEL[:-1]],
+            "speed_to_lead": _speed_row(raw.speed.get(k)),
+            "sla": sla_figures(raw.sla.get(k, {})),
+            "reject_reasons": raw.rejects.get(k, []),
+            "mql_this_month": raw.mqls.get(k, 0),
         }
     return out
 
@@ -350,51 +388,46 @@ def _split(row: Any, key: Any) -> tuple[Key, tuple[Any, ...]]:
     return (row[0], tuple(row[1:])) if key is not None else (None, tuple(row))
 
 
-async def _history(conn: AsyncConnection, window: Window, key: Any
-                   ) -> tuple[dict[Key, dict[str, int]], dict[tuple[Key, str], Distribution]]:
-    """Stages reached and time in stage, in ONE ordered pass over stage_history.
+async def _reached(conn: AsyncConnection, window: Window, key: Any) -> dict[Key, dict[str, int]]:
+    """Funnel stages reached, each lead counted once; plus entries into the off-funnel stages.
 
-    Per lead, ordered by time, each row gets ``next_at`` (when the lead entered its next stage: the
-    stay's end) and ``top`` (the furthest funnel rank reached so far, this row included). Rows that
-    re-enter the same stage (a reassignment, sql -> sql) are skipped: they neither end a stay nor move
-    the lead. A lead's last row before ``end`` carries how far it had got by then, and that row lies in
-    the window exactly when the lead changed stage in the window: so counting those rows per ``top``
-    counts each lead once, without grouping by lead.
+    A lead's latest move before ``end`` carries in ``top`` how far it had got by then (see
+    services/stage_chain.py), and that move lies in the window exactly when the lead changed stage in
+    the window: so counting those moves per ``top`` counts each lead once, without grouping by lead.
+    With an open end these are the moves with ``left_at`` NULL: an index-only scan of
+    ``ix_stage_history_latest`` on PostgreSQL.
     """
     sh = stage_history.c
-    rank = case({stage: i for i, stage in enumerate(FUNNEL)}, value=sh.to_stage, else_=-1)
-    # One window definition (frame included) for both functions: PostgreSQL then runs one WindowAgg
-    # over the (lead_id, at, id) index order, without sorting.
-    order: dict[str, Any] = {"partition_by": sh.lead_id, "order_by": (sh.at, sh.id), "rows": (None, 0)}
-    moves: Select[Any] = select(
-        sh.lead_id, *_cols(key), sh.to_stage, sh.at,
-        func.lead(sh.at).over(**order).label("next_at"),
-        func.max(rank).over(**order).label("top"),
-    ).select_from(stage_history).where(or_(sh.from_stage.is_(None), sh.from_stage != sh.to_stage))
-    w = _keyed(moves, sh.lead_id, key).subquery()
-    rows = select(w, seconds_between(conn, w.c.next_at, w.c.at).label("stay")).subquery()
-    counts: dict[str, ColumnElement[bool]] = {
-        stage: and_(rows.c.to_stage == stage, window.holds(rows.c.at)) for stage in OFF_FUNNEL}
-    last_in_window = and_(_last_row_before(rows, window.end), *Window(window.start, None).on(rows.c.at))
-    for r, stage in enumerate(FUNNEL):
-        counts[stage] = and_(last_in_window, rows.c.top >= r)
-    found = await stats(conn, rows, ["k"] if key is not None else [], value="stay",
-                        where=and_(rows.c.next_at.is_not(None), window.holds(rows.c.at)),
-                        split="to_stage", split_values=FUNNEL[:-1], counts=counts)
-    reached: dict[Key, dict[str, int]] = {}
-    for group, got in found.counts.items():
-        k = group[0] if key is not None else None
-        reached[k] = {stage: got[stage] for stage in STAGES}
-    stays = {((group[0] if key is not None else None), stage): dist
-             for (group, stage), dist in found.spread.items()}
-    return reached, stays
+    if window.end is None:
+        latest = and_(sh.top.is_not(None), sh.left_at.is_(None))
+    else:
+        latest = and_(sh.top.is_not(None), sh.at < window.end, or_(sh.left_at.is_(None), sh.left_at >= window.end))
+    query: Select[Any] = select(*_cols(key), sh.top, func.count()).select_from(stage_history)
+    query = _keyed(query, sh.lead_id, key).where(latest, *Window(window.start, None).on(sh.at))
+    off: Select[Any] = select(*_cols(key), sh.to_stage, func.count()).select_from(stage_history)
+    off = _keyed(off, sh.lead_id, key).where(sh.to_stage.in_(OFF_FUNNEL), is_move(), *window.on(sh.at))
+    out: dict[Key, dict[str, int]] = {}
+    for row in await conn.execute(query.group_by(*([key] if key is not None else []), sh.top)):
+        k, (top, count) = _split(row, key)
+        got = out.setdefault(k, {})
+        for stage in FUNNEL[:int(top) + 1]:
+            got[stage] = got.get(stage, 0) + int(count)
+    for row in await conn.execute(off.group_by(*([key] if key is not None else []), sh.to_stage)):
+        k, (stage, count) = _split(row, key)
+        out.setdefault(k, {})[stage] = int(count)
+    return out
 
 
-def _last_row_before(w: Any, bound: datetime | None) -> ColumnElement[bool]:
-    """The lead's last stage change before ``bound`` (None: its last one)."""
-    if bound is None:
-        return w.c.next_at.is_(None)
-    return and_(w.c.at < bound, or_(w.c.next_at.is_(None), w.c.next_at >= bound))
+async def _stays(conn: AsyncConnection, window: Window, key: Any) -> dict[tuple[Key, str], Distribution]:
+    """Completed stays that started in the window, per stage: the stored ``stay`` of each move that
+    has a next one (an index-only scan of ``ix_stage_history_stays`` on PostgreSQL)."""
+    sh = stage_history.c
+    query: Select[Any] = select(*_cols(key), sh.to_stage, sh.stay).select_from(stage_history)
+    query = _keyed(query, sh.lead_id, key).where(sh.stay.is_not(None), sh.to_stage.in_(FUNNEL[:-1]),
+                                                 *window.on(sh.at))
+    found = await stats(conn, query.subquery(), [*(["k"] if key is not None else []), "to_stage"], value="stay",
+                        where=literal(True))
+    return {((group[0] if key is not None else None), group[-1]): dist for (group, _), dist in found.spread.items()}
 
 
 async def _current(conn: AsyncConnection, window: Window, key: Any) -> dict[Key, dict[str, int]]:
@@ -436,7 +469,8 @@ def _stay_row(stage: str, found: Distribution | None) -> dict[str, Any]:
 async def _speed_to_lead(conn: AsyncConnection, window: Window, key: Any) -> dict[Key, Distribution]:
     first = select(assignments.c.lead_id, func.min(assignments.c.assigned_at).label("first_at")).group_by(
         assignments.c.lead_id).subquery()
-    values = select(*_cols(key), seconds_between(conn, leads.c.contacted_at, first.c.first_at).label("value"))
+    speed = seconds_between(conn.dialect.name, leads.c.contacted_at, first.c.first_at)
+    values = select(*_cols(key), speed.label("value"))
     values = values.select_from(leads.join(first, first.c.lead_id == leads.c.id)).where(
         leads.c.merged_into.is_(None), leads.c.contacted_at.is_not(None),
         leads.c.contacted_at >= first.c.first_at,  # a contact logged before the assignment is no speed
@@ -500,9 +534,11 @@ async def _reject_reasons(conn: AsyncConnection, window: Window, key: Any) -> di
     for row in await conn.execute(query):
         k, (reason, count) = _split(row, key)
         out.setdefault(k, []).append({"reason": reason, "count": int(count)})
-    for reasons in out.values():
-        reasons.sort(key=lambda r: (-r["count"], r["reason"] is None, r["reason"] or ""))
-    return out
+    return {k: _by_frequency(reasons) for k, reasons in out.items()}
+
+
+def _by_frequency(reasons: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    return sorted(reasons, key=lambda r: (-r["count"], r["reason"] is None, r["reason"] or ""))
 
 
 def month_bounds(now: datetime) -> tuple[datetime, datetime]:

@@ -3,6 +3,7 @@
     stmt = insert_ignore(conn, processed_events, rows)         # INSERT ... ON CONFLICT DO NOTHING
     stmt = upsert(conn, rep_state, row, ["rep_id"], ["available"])
     query = claim(conn, select(sla_timers).where(...))          # FOR UPDATE SKIP LOCKED on PostgreSQL
+    seconds = seconds_between(conn.dialect.name, t.c.ended_at, t.c.started_at)  # a float
 """
 
 from __future__ import annotations
@@ -10,10 +11,11 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from sqlalchemy import Select, Table
+from sqlalchemy import Float, Select, Table, cast, func
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.ext.asyncio import AsyncConnection
 from sqlalchemy.sql.dml import Insert
+from sqlalchemy.sql.elements import ColumnElement
 
 
 def _insert(conn: AsyncConnection, table: Table) -> Any:
@@ -51,3 +53,12 @@ def lock(conn: AsyncConnection, query: Select[Any]) -> Select[Any]:
 
 def rows_as_dicts(rows: Sequence[Any]) -> list[Mapping[str, Any]]:
     return [dict(row._mapping) for row in rows]
+
+
+def seconds_between(dialect: str, later: Any, earlier: Any) -> ColumnElement[Any]:
+    """``later - earlier`` in seconds, as a float expression for the dialect (``conn.dialect.name``)."""
+    if dialect == "postgresql":
+        # date_part() gives a double; EXTRACT() a numeric, several times slower over 100,000s of rows.
+        return cast(func.date_part("epoch", later - earlier), Float)
+    # SQLite stores the UTC datetimes as text; julianday() reads that text (fractional days).
+    return (func.julianday(later) - func.julianday(earlier)) * 86400.0

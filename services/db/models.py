@@ -20,6 +20,7 @@ from sqlalchemy import (
     String,
     Table,
     Text,
+    text,
 )
 
 from services.db.types import JsonType, UtcDateTime
@@ -121,6 +122,13 @@ leads = Table(
     Column("assigned_at", UtcDateTime, nullable=True),
     Column("contacted_at", UtcDateTime, nullable=True),
     Column("version", Integer, nullable=False, default=0),
+    # The funnel report's "now in stage" and speed-to-lead as index-only scans (services/reports.py).
+    # Both columns change only when the lead moves, so scoring's frequent updates stay HOT.
+    Index("ix_leads_stage_changed", "stage_changed_at", postgresql_include=["stage"],
+          postgresql_where=text("merged_into IS NULL"), sqlite_where=text("merged_into IS NULL")),
+    Index("ix_leads_contacted", "contacted_at", postgresql_include=["id"],
+          postgresql_where=text("contacted_at IS NOT NULL AND merged_into IS NULL"),
+          sqlite_where=text("contacted_at IS NOT NULL AND merged_into IS NULL")),
 )
 lead_identities = Table(
     "lead_identities", metadata,
@@ -148,10 +156,22 @@ stage_history = Table(
     Column("to_stage", String(32), nullable=False),
     Column("at", UtcDateTime, nullable=False),
     Column("cause", Text, nullable=False),
-    # Covering (lead_id, at, id) order: the funnel report's per-lead pass over the history is an
-    # index-only scan with no sort on PostgreSQL (services/reports.py); lead lookups use it too.
+    # Derived on write from the lead's chain of moves (services/stage_chain.py), NULL on rows that
+    # re-enter the stage the lead is in (a reassignment): when the lead moved on (``left_at``), the
+    # seconds it stayed (``stay``), and the furthest funnel rank reached so far (``top``). The funnel
+    # report then aggregates plain rows instead of a window pass over the whole history.
+    Column("left_at", UtcDateTime, nullable=True),
+    Column("stay", Float, nullable=True),
+    Column("top", Integer, nullable=True),
     Index("ix_stage_history_lead", "lead_id", "at", "id", postgresql_include=["from_stage", "to_stage"]),
     Index("ix_stage_history_to_at", "to_stage", "at"),
+    # The report's two big figures as index-only scans: completed stays per stage, and each lead's
+    # latest move (how far it got).
+    Index("ix_stage_history_stays", "to_stage", "stay", postgresql_include=["at", "lead_id"],
+          postgresql_where=text("stay IS NOT NULL"), sqlite_where=text("stay IS NOT NULL")),
+    Index("ix_stage_history_latest", "top", postgresql_include=["at", "lead_id"],
+          postgresql_where=text("top IS NOT NULL AND left_at IS NULL"),
+          sqlite_where=text("top IS NOT NULL AND left_at IS NULL")),
 )
 score_history = Table(
     "score_history", metadata,

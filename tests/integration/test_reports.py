@@ -28,6 +28,7 @@ from services.config import load_config
 from services.db.database import Database
 from services.db.models import assignments, feedback, lead_merges, lead_sla, leads, stage_history
 from services.reports import funnel_report
+from services.stage_chain import refresh_stage_chain
 from tests.support.app import api_client
 
 T = datetime(2026, 11, 10, tzinfo=UTC)
@@ -96,6 +97,7 @@ async def insert_fixture(db: Database) -> None:
         # One row at a time: ids (the tie-breaker of equal times) follow the list order.
         for row in history:
             await conn.execute(stage_history.insert().values(**row))
+        await refresh_stage_chain(conn, {row["lead_id"] for row in history})
         await conn.execute(assignments.insert(), [
             {"id": a, "lead_id": lead, "rep_id": rep, "team": team, "reason": "fixture", "assigned_at": at(start),
              "ended_at": at(end) if end is not None else None, "end_reason": None}

@@ -28,6 +28,7 @@ from services.config import HandoffConfig, load_config
 from services.db import models
 from services.http.app import create_app
 from services.runtime import Container, ServicePart, bootstrap
+from services.stage_chain import refresh_stage_chain
 from tests.support.app import test_settings
 
 T0 = datetime(2026, 1, 5, 9, 0, tzinfo=UTC)  # a Monday
@@ -107,6 +108,7 @@ async def add_history(
 ) -> None:
     await conn.execute(models.stage_history.insert().values(
         lead_id=lead_id, from_stage=from_stage, to_stage=to_stage, at=at, cause=cause))
+    await refresh_stage_chain(conn, [lead_id])
 
 
 async def add_assignment(

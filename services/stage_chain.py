@@ -1,0 +1,72 @@
+"""Each lead's chain of stage moves, derived on write so that the funnel report reads plain rows.
+
+A *move* is a ``stage_history`` row that changes the lead's stage (or its first row); rows re-entering
+the stage the lead is in (a reassignment, ``sql -> sql``) are not moves. For every move, ordered per
+lead by ``(at, id)``:
+
+- ``left_at``: when the lead made its next move (NULL while it is still there: its latest move);
+- ``stay``: ``left_at - at`` in seconds;
+- ``top``: the furthest funnel rank (``services.stages.FUNNEL``) reached up to and including this move;
+  -1 while the lead has only been off the funnel.
+
+Non-moves keep all three NULL. Whoever inserts history rows calls :func:`refresh_stage_chain` for those
+leads in the same transaction::
+
+    await conn.execute(stage_history.insert(), rows)
+    await refresh_stage_chain(conn, {row["lead_id"] for row in rows})
+
+The whole chain of each lead is recomputed (a handful of rows, through ``ix_stage_history_lead``), so a
+row written with an earlier ``at`` than the lead's latest move (a CRM callback reporting a past time)
+still leaves a correct chain. Only rows whose values change are rewritten.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+from typing import Any
+
+from sqlalchemy import case, func, or_, select, update
+from sqlalchemy.ext.asyncio import AsyncConnection
+from sqlalchemy.sql.dml import Update
+from sqlalchemy.sql.elements import ColumnElement
+
+from services.db.dialect import seconds_between
+from services.db.models import stage_history
+from services.stages import FUNNEL
+
+CHUNK = 500  # leads per statement: bounded parameter lists on both dialects
+
+sh = stage_history.c
+
+
+def is_move() -> ColumnElement[bool]:
+    """The history rows that change the lead's stage (see the module docstring)."""
+    return or_(sh.from_stage.is_(None), sh.from_stage != sh.to_stage)
+
+
+def funnel_rank(stage: Any) -> ColumnElement[int]:
+    """A stage column's position in the funnel; -1 off the funnel (lost, recycled, disqualified)."""
+    return case({name: rank for rank, name in enumerate(FUNNEL)}, value=stage, else_=-1)
+
+
+async def refresh_stage_chain(conn: AsyncConnection, lead_ids: Iterable[str]) -> None:
+    """Recompute ``left_at``, ``stay`` and ``top`` for every move of these leads (one UPDATE per chunk)."""
+    ids = sorted(set(lead_ids))
+    for start in range(0, len(ids), CHUNK):
+        await conn.execute(chain_update(conn.dialect.name, ids[start:start + CHUNK]))
+
+
+def chain_update(dialect: str, lead_ids: Sequence[str] | None) -> Update:
+    """The UPDATE deriving the chain of these leads (None: of every lead, as the migration backfills)."""
+    window: dict[str, Any] = {"partition_by": sh.lead_id, "order_by": (sh.at, sh.id)}
+    chain = select(
+        sh.id.label("move_id"),
+        func.lead(sh.at).over(**window).label("next_at"),
+        func.max(funnel_rank(sh.to_stage)).over(**window, rows=(None, 0)).label("reached"),
+    ).where(is_move(), *([sh.lead_id.in_(lead_ids)] if lead_ids is not None else [])).subquery()
+    return (
+        update(stage_history)
+        .where(sh.id == chain.c.move_id,
+               or_(sh.top.is_distinct_from(chain.c.reached), sh.left_at.is_distinct_from(chain.c.next_at)))
+        .values(left_at=chain.c.next_at, top=chain.c.reached, stay=seconds_between(dialect, chain.c.next_at, sh.at))
+    )
