@@ -27,11 +27,15 @@ from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_en
 from sqlalchemy.pool import NullPool
 
 SQLITE_PRAGMAS = (
+    # First, so that every later statement on the connection waits for a lock instead of failing.
+    "PRAGMA busy_timeout=30000",
+    # Persistent in the file and normally set once by ``migrate`` (services/db/migrate.py): switching
+    # modes needs an exclusive lock, and two connections racing to switch fail with "database is locked"
+    # at once (SQLite's deadlock rule skips the busy handler). Here it only covers an unmigrated file.
     "PRAGMA journal_mode=WAL",
     # NORMAL in WAL mode is durable against a killed process (the WAL is written before commit returns);
     # only an OS crash or power loss may lose the last transactions.
     "PRAGMA synchronous=NORMAL",
-    "PRAGMA busy_timeout=30000",
     "PRAGMA foreign_keys=ON",
 )
 

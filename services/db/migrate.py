@@ -11,6 +11,7 @@ from importlib import resources
 
 from alembic import command
 from alembic.config import Config
+from sqlalchemy import text
 from sqlalchemy.engine import Connection
 
 from services.db.database import null_pool_engine
@@ -30,9 +31,12 @@ async def migrate(url: str, revision: str = "head") -> None:
     try:
         async with engine.connect() as conn:
             if conn.dialect.name == "postgresql":
-                from sqlalchemy import text
-
                 await conn.execute(text("SELECT pg_advisory_lock(74190001)"))
+            else:
+                # WAL once, here, before any service opens the file: a process's connections then find
+                # it set, instead of racing each other to switch modes (services/db/database.py).
+                await conn.exec_driver_sql("PRAGMA busy_timeout=30000")
+                await conn.exec_driver_sql("PRAGMA journal_mode=WAL")
             await conn.run_sync(_upgrade, url, revision)
             await conn.commit()
     finally:
