@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pytest
@@ -15,14 +16,20 @@ pytestmark = pytest.mark.integration
 
 
 def journey(email: str, anon: str) -> list[dict[str, Any]]:
+    # Times relative to now: engagement decays with age, so fixed dates made this test fail weeks later.
+    start = datetime.now(UTC) - timedelta(minutes=30)
+
+    def at(minutes: int) -> str:
+        return (start + timedelta(minutes=minutes)).isoformat()
+
     return [
         {"event_id": f"{anon}-1", "type": "page_view", "anonymous_id": anon, "properties": {"path": "/blog/x"},
-         "occurred_at": "2026-11-20T10:00:00Z"},
+         "occurred_at": at(0)},
         {"event_id": f"{anon}-2", "type": "page_view", "anonymous_id": anon, "properties": {"path": "/pricing"},
-         "occurred_at": "2026-11-20T10:05:00Z"},
+         "occurred_at": at(5)},
         {"event_id": f"{anon}-3", "type": "form_submit", "anonymous_id": anon, "email": email,
          "properties": {"form": "demo"}, "traits": {"title": "VP Sales", "country": "DE", "company": "Acme"},
-         "occurred_at": "2026-11-20T10:10:00Z"},
+         "occurred_at": at(10)},
     ]
 
 
