@@ -22,13 +22,13 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 
 from router.assign import Decision, RepState, Router, RoutingState
 from router.qualify import Qualifier
+from router.writes import BatchWrites
 from services.config import HandoffConfig
 from services.consumer import Handler
 from services.db.database import Database
-from services.db.dialect import insert_ignore, lock, upsert
+from services.db.dialect import insert_ignore, lock
 from services.db.models import account_owners, assignments, leads, rep_state, routing_cursors
 from services.events import (
-    ASSIGNMENTS,
     LEAD_ASSIGNED,
     LEAD_EVENTS,
     LEAD_REASSIGN_REQUESTED,
@@ -41,8 +41,6 @@ from services.events import (
     utcnow,
 )
 from services.idempotency import claim_new
-from services.lead_store import record_stage
-from services.outbox import add_events
 
 log = logging.getLogger(__name__)
 GLOBAL_LOCK = "*"  # the routing_cursors row every assignment locks first
@@ -64,6 +62,7 @@ class _Snapshot:
 
     reps: dict[str, RepState] | None = None
     cursors: dict[str, Any] = field(default_factory=dict)
+    owners: dict[str, str | None] = field(default_factory=dict)  # account owners by company domain
 
     def record(self, decision: Decision, previous: str | None) -> None:
         if decision.cursor is not None and decision.team:
@@ -102,17 +101,20 @@ class RouterHandler(Handler):
                 for e in relevant if e.id in fresh]
             # Most scored leads do not qualify: one locking read of all the batch's leads, not one per event.
             rows = await self._lock_leads(conn, {item.lead_id for item in todo})
-            snapshot = _Snapshot()  # rep loads and cursors, read once per batch under the lock
+            snapshot = _Snapshot()  # rep loads, cursors and account owners, read once per batch under the lock
+            await self._load_account_owners(conn, rows.values(), snapshot)
+            # Written at the end; meanwhile ``rows`` follows each lead's stage and owner, so a later event
+            # of the same lead in this batch sees what the earlier ones did.
+            writes = BatchWrites(rows)
             for item in todo:
                 row = rows.get(item.lead_id)
                 if row is None:
                     continue
                 if isinstance(item, LeadScored):
-                    changed = await self._on_scored(conn, row, item, snapshot)
+                    await self._on_scored(conn, row, item, snapshot, writes)
                 else:
-                    changed = await self._on_reassign(conn, row, item, snapshot)
-                if changed:  # a later event of the same lead in this batch must see its new stage and owner
-                    rows.update(await self._lock_leads(conn, {item.lead_id}))
+                    await self._on_reassign(conn, row, item, snapshot, writes)
+            await writes.flush(conn)
 
     async def _lock_leads(self, conn: AsyncConnection, lead_ids: Collection[str]) -> dict[str, Mapping[str, Any]]:
         """The leads' rows (the columns routing reads), locked, in id order (as the scoring consumer locks)."""
@@ -122,73 +124,74 @@ class RouterHandler(Handler):
         return {row["id"]: row for row in (await conn.execute(lock(conn, query))).mappings()}
 
     async def _on_scored(self, conn: AsyncConnection, row: Mapping[str, Any], scored: LeadScored,
-                         snapshot: _Snapshot) -> bool:
+                         snapshot: _Snapshot, writes: BatchWrites) -> None:
         if row["merged_into"]:
-            return False
+            return
         lead = _lead(row)
         result = self.qualifier.qualify(lead, row["stage"], scored.rules_hit)
         if result.stage is None:
-            return False
+            return
         now = utcnow()
         if result.stage == "disqualified":
-            await record_stage(conn, row["id"], row["stage"], "disqualified", at=now, cause=result.reason)
-            return True
-        await record_stage(conn, row["id"], row["stage"], "mql", at=now, cause=result.reason, qualified_at=now)
-        await self.assign(conn, row["id"], lead, now=now, snapshot=snapshot)
-        return True
+            writes.move(row["id"], row["stage"], "disqualified", at=now, cause=result.reason)
+            return
+        writes.move(row["id"], row["stage"], "mql", at=now, cause=result.reason, qualified_at=now)
+        await self.assign(conn, row["id"], lead, now=now, snapshot=snapshot, writes=writes)
 
     async def _on_reassign(self, conn: AsyncConnection, row: Mapping[str, Any], request: ReassignRequested,
-                           snapshot: _Snapshot) -> bool:
+                           snapshot: _Snapshot, writes: BatchWrites) -> None:
         if row["stage"] != "sql" or row["owner"] not in request.exclude_reps:
-            return False  # contacted meanwhile, or already reassigned: nothing to do
+            return  # contacted meanwhile, or already reassigned: nothing to do
         now = utcnow()
+        await writes.flush(conn)  # the UPDATE below must see an assignment made earlier in this batch
         await conn.execute(update(assignments).where(
             assignments.c.lead_id == row["id"], assignments.c.ended_at.is_(None)
         ).values(ended_at=now, end_reason=request.reason))
         await self.assign(conn, row["id"], _lead(row), now=now, exclude={r: "SLA breach" for r in request.exclude_reps},
-                          previous=row["owner"], from_stage="sql", snapshot=snapshot)
-        return True
+                          previous=row["owner"], from_stage="sql", snapshot=snapshot, writes=writes)
 
     async def assign(self, conn: AsyncConnection, lead_id: str, lead: Mapping[str, Any], *, now: datetime,
-                     exclude: Collection[str] | Mapping[str, str] = (), previous: str | None = None,
-                     from_stage: str = "mql", snapshot: _Snapshot | None = None) -> Decision:
-        """Choose a rep and record it (or the fallback queue). The caller holds the routing lock."""
+                     writes: BatchWrites, exclude: Collection[str] | Mapping[str, str] = (),
+                     previous: str | None = None, from_stage: str = "mql",
+                     snapshot: _Snapshot | None = None) -> Decision:
+        """Choose a rep and record it (or the fallback queue) in ``writes``, which the caller flushes.
+        The caller holds the routing lock."""
         snapshot = snapshot or _Snapshot()
         if snapshot.reps is None:
             snapshot.reps = await self._rep_states(conn)
             snapshot.cursors = dict((await conn.execute(
                 select(routing_cursors.c.team, routing_cursors.c.cursor))).all())
-        owner = await self._account_owner(conn, lead)
+        owner = await self._account_owner(conn, lead, snapshot)
         decision = self.router.choose(lead, snapshot.reps, RoutingState(snapshot.cursors), owner, now,
                                       exclude=exclude)
         snapshot.record(decision, previous)
         assignment_id = new_id()
-        await conn.execute(assignments.insert().values(
-            id=assignment_id, lead_id=lead_id, rep_id=decision.rep_id, team=decision.team,
-            reason=decision.reason, assigned_at=now))
+        writes.assignment({"id": assignment_id, "lead_id": lead_id, "rep_id": decision.rep_id,
+                           "team": decision.team, "reason": decision.reason, "assigned_at": now,
+                           "ended_at": None, "end_reason": None})
         if decision.cursor is not None and decision.team:
-            await conn.execute(upsert(conn, routing_cursors, ["team"], ["cursor", "updated_at"]),
-                               [{"team": decision.team, "cursor": decision.cursor, "updated_at": now}])
+            writes.cursor(decision.team, decision.cursor, now)
         if decision.rep_id is None:
             log.warning("lead %s waits in the fallback queue: %s", lead_id, decision.reason)
             if previous is not None:  # reassignment found nobody: the lead goes back to the queue
-                await record_stage(conn, lead_id, from_stage, "mql", at=now, owner=None,
-                                   cause=f"reassignment found nobody: {decision.reason}")
+                writes.move(lead_id, from_stage, "mql", at=now, owner=None,
+                            cause=f"reassignment found nobody: {decision.reason}")
         else:
             cause = (f"reassigned from {previous} to {decision.rep_id}: {decision.reason}" if previous
                      else f"assigned to {decision.rep_id}: {decision.reason}")
-            await record_stage(conn, lead_id, from_stage, "sql", at=now, cause=cause, owner=decision.rep_id,
-                               team=decision.team, assigned_at=now)
+            writes.move(lead_id, from_stage, "sql", at=now, cause=cause, owner=decision.rep_id,
+                        team=decision.team, assigned_at=now)
             domain = lead.get("company_domain")
             if domain and self.config.routing.account_based:
-                await conn.execute(insert_ignore(conn, account_owners), [
-                    {"company_domain": domain, "rep_id": decision.rep_id, "since": now}])
-        await add_events(conn, ASSIGNMENTS, [Event.new(
+                writes.account_owner(domain, decision.rep_id, now)
+                if snapshot.owners.get(domain) is None:  # the account's first owner stays (insert-ignore)
+                    snapshot.owners[domain] = decision.rep_id
+        writes.event(Event.new(
             LEAD_ASSIGNED, source="router", key=lead_id,
             data=LeadAssigned(lead_id=lead_id, assignment_id=assignment_id, rep_id=decision.rep_id,
                               team=decision.team, reason=decision.reason, assigned_at=now,
                               previous_rep_id=previous).model_dump(mode="json"),
-        )])
+        ))
         return decision
 
     @staticmethod
@@ -212,12 +215,26 @@ class RouterHandler(Handler):
                 capacity=None if o is None else o.capacity)
         return states
 
-    async def _account_owner(self, conn: AsyncConnection, lead: Mapping[str, Any]) -> str | None:
+    async def _load_account_owners(self, conn: AsyncConnection, rows: Collection[Mapping[str, Any]],
+                                   snapshot: _Snapshot) -> None:
+        """The owners of the batch's accounts in one read (None for accounts nobody owns yet)."""
+        if not self.config.routing.account_based:
+            return
+        domains = sorted({row["company_domain"] for row in rows if row["company_domain"]})
+        snapshot.owners.update(dict.fromkeys(domains))
+        if domains:
+            snapshot.owners.update(dict((await conn.execute(select(  # type: ignore[arg-type]
+                account_owners.c.company_domain, account_owners.c.rep_id
+            ).where(account_owners.c.company_domain.in_(domains)))).all()))
+
+    async def _account_owner(self, conn: AsyncConnection, lead: Mapping[str, Any], snapshot: _Snapshot) -> str | None:
         domain = lead.get("company_domain")
         if not domain or not self.config.routing.account_based:
             return None
-        return (await conn.execute(select(account_owners.c.rep_id).where(
-            account_owners.c.company_domain == domain))).scalar_one_or_none()
+        if domain not in snapshot.owners:
+            snapshot.owners[domain] = (await conn.execute(select(account_owners.c.rep_id).where(
+                account_owners.c.company_domain == domain))).scalar_one_or_none()
+        return snapshot.owners[domain]
 
     async def sweep_fallback_queue(self, limit: int = 50) -> int:
         """Try again for qualified leads nobody could take (capacity freed, a rep back in office)."""
@@ -236,11 +253,14 @@ class RouterHandler(Handler):
                 decision = await self._preview(conn, lead)
                 if decision.rep_id is None:
                     break  # still nobody: do not fill the table with fallback rows
-                await self.assign(conn, lead_id, lead, now=utcnow())
+                writes = BatchWrites({lead_id: row})
+                await self.assign(conn, lead_id, lead, now=utcnow(), writes=writes)
+                await writes.flush(conn)
                 assigned += 1
         return assigned
 
     async def _preview(self, conn: AsyncConnection, lead: Mapping[str, Any]) -> Decision:
         reps = await self._rep_states(conn)
         cursors = dict((await conn.execute(select(routing_cursors.c.team, routing_cursors.c.cursor))).all())
-        return self.router.choose(lead, reps, RoutingState(cursors), await self._account_owner(conn, lead), utcnow())
+        owner = await self._account_owner(conn, lead, _Snapshot())
+        return self.router.choose(lead, reps, RoutingState(cursors), owner, utcnow())

@@ -9,17 +9,18 @@ from sqlalchemy import select
 from router.consumer import RouterHandler
 from services.config import load_config
 from services.db.database import Database
-from services.db.models import assignments, leads, stage_history
-from services.events import LEAD_SCORED, Event, LeadScored, utcnow
+from services.db.models import account_owners, assignments, leads, stage_history
+from services.events import LEAD_REASSIGN_REQUESTED, LEAD_SCORED, Event, LeadScored, ReassignRequested, utcnow
 from tests.support.leadfactory import add_lead
 
 pytestmark = pytest.mark.integration
 
 
-def scored(lead_id: str, n: int, total: float) -> Event:
+def scored(lead_id: str, n: int, total: float, domain: str | None = None) -> Event:
     now = utcnow()
     return Event.new(LEAD_SCORED, source="tests", key=lead_id, id=f"scored-{lead_id}-{n}", data=LeadScored(
         lead_id=lead_id, stage="engaged", fit=20, engagement=total - 20, total=total, scored_at=now,
+        company_domain=domain,
     ).model_dump(mode="json"))
 
 
@@ -38,3 +39,42 @@ async def test_a_lead_scored_twice_in_one_batch_is_assigned_once(db: Database) -
     assert [lead for lead, _ in owned] == ["hot"] and owned[0][1] is not None
     assert stages == {"hot": "sql", "cold": "engaged"}
     assert [tuple(m) for m in moves if m[0] == "hot"] == [("hot", "engaged", "mql"), ("hot", "mql", "sql")]
+
+
+async def test_leads_of_one_account_in_one_batch_go_to_its_first_owner(db: Database) -> None:
+    # Account-based routing (the default): the second lead must see the owner the first one gave the
+    # account, although the batch writes the account_owners row only at its end.
+    now = utcnow()
+    async with db.transaction() as conn:
+        for i in range(4):
+            await add_lead(conn, id=f"acme{i}", email=f"p{i}@acme.com", stage="engaged", fit=20, engagement=60,
+                           created_at=now, company_domain="acme.com")
+    await RouterHandler(db, load_config(None)).handle([scored(f"acme{i}", 1, 80, "acme.com") for i in range(4)])
+    async with db.read() as conn:
+        owners = set((await conn.execute(select(leads.c.owner))).scalars())
+        account = (await conn.execute(select(account_owners.c.rep_id))).scalars().all()
+    assert len(owners) == 1 and None not in owners
+    assert account == list(owners)
+
+
+async def test_a_reassignment_in_the_batch_that_assigned_the_lead_ends_that_assignment(db: Database) -> None:
+    # The breach excludes every rep, whoever got the lead: it goes back to the queue, and the assignment
+    # made earlier in the same batch (not yet written when the breach is handled) must be ended.
+    now = utcnow()
+    config = load_config(None)
+    async with db.transaction() as conn:
+        await add_lead(conn, id="warm", email="warm@acme.com", stage="engaged", fit=20, engagement=60,
+                       created_at=now)
+    everyone = [rep.id for rep in config.reps]
+    breach = Event.new(LEAD_REASSIGN_REQUESTED, source="tests", key="warm", data=ReassignRequested(
+        lead_id="warm", exclude_reps=everyone, reason="SLA breach", at=utcnow()).model_dump(mode="json"))
+    await RouterHandler(db, config).handle([scored("warm", 1, 80), breach])
+    async with db.read() as conn:
+        rows = (await conn.execute(select(assignments.c.rep_id, assignments.c.ended_at)
+                                   .where(assignments.c.lead_id == "warm"))).all()
+        lead = (await conn.execute(select(leads.c.stage, leads.c.owner).where(leads.c.id == "warm"))).one()
+    ended = [r for r in rows if r.ended_at is not None]
+    still_open = [r for r in rows if r.ended_at is None]
+    assert len(ended) == 1 and ended[0].rep_id in everyone
+    assert len(still_open) == 1 and still_open[0].rep_id is None  # the fallback queue's row
+    assert tuple(lead) == ("mql", None)
