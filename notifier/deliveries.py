@@ -21,12 +21,14 @@ import asyncio
 import logging
 import os
 import random
+from collections import defaultdict
+from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
 import httpx
 from prometheus_client import Counter
-from sqlalchemy import and_, exists, select, update
+from sqlalchemy import and_, bindparam, exists, select, update
 from sqlalchemy.ext.asyncio import AsyncConnection
 from sqlalchemy.orm import aliased
 
@@ -50,6 +52,18 @@ OUTCOMES = Counter("handoff_deliveries_total", "Delivery attempts by target and 
 
 class Permanent(Exception):
     """The delivery can never succeed as it stands (missing secret, lead gone): dead-letter it."""
+
+
+@dataclass(frozen=True)
+class _Attempt:
+    """One send's result, recorded with the rest of its batch."""
+
+    row: dict[str, Any]
+    attempt: int
+    verdict: str  # delivered | retry | dead
+    status: int | None
+    reason: str
+    retry_at: datetime | None
 
 
 class DeliveryWorker:
@@ -93,7 +107,10 @@ class DeliveryWorker:
         now = utcnow()
         rows = await self._claim(now)
         if rows:
-            await asyncio.gather(*(self._deliver(row) for row in rows))
+            # Sent concurrently, recorded together: one transaction per batch, not one per row (a commit
+            # per CRM push was most of the worker's database time). Until it commits, the rows' lease
+            # keeps them from being sent twice; a crash before it re-sends them with the same key.
+            await self._record(list(await asyncio.gather(*(self._deliver(row) for row in rows))))
         return len(rows)
 
     async def _claim(self, now: datetime) -> list[dict[str, Any]]:
@@ -118,13 +135,12 @@ class DeliveryWorker:
             self.breakers[target] = self._breaker(target).trial_started(now)
         return rows
 
-    async def _deliver(self, row: dict[str, Any]) -> None:
+    async def _deliver(self, row: dict[str, Any]) -> _Attempt:
         attempt = row["attempts"] + 1
         try:
             requests = await self._requests(row)
         except Permanent as exc:
-            await self._record(row, attempt, "dead", None, str(exc), None)
-            return
+            return _Attempt(row, attempt, "dead", None, str(exc), None)
         result = await send_sequence(self.client, requests, timeout=self.timeout)
         now = utcnow()
         outcome = decide(self.policy, attempt, result.status, result.error, result.retry_after, now,
@@ -132,7 +148,7 @@ class DeliveryWorker:
         if outcome.verdict != "dead" or result.status is None or result.status >= 500:
             self.breakers[row["target"]] = self._breaker(row["target"]).record(outcome.verdict == "delivered", now)
         OUTCOMES.labels(row["target"], outcome.verdict).inc()
-        await self._record(row, attempt, outcome.verdict, result.status, outcome.reason, outcome.retry_at)
+        return _Attempt(row, attempt, outcome.verdict, result.status, outcome.reason, outcome.retry_at)
 
     async def _requests(self, row: dict[str, Any]) -> list[OutboundRequest]:
         environ = self.environ if self.environ is not None else dict(os.environ)
@@ -157,20 +173,28 @@ class DeliveryWorker:
             raise Permanent("; ".join(problems) or f"sink {payload['sink']} is no longer configured")
         return chosen
 
-    async def _record(self, row: dict[str, Any], attempt: int, verdict: str, status: int | None, reason: str,
-                      retry_at: datetime | None) -> None:
+    async def _record(self, attempts: list[_Attempt]) -> None:
+        """Write the attempts' results in one transaction: one UPDATE per verdict, dead letters after."""
         now = utcnow()
-        values: dict[str, Any] = {"attempts": attempt, "last_status": status, "last_error": reason[:2000]}
-        if verdict == "delivered":
-            values |= {"status": "delivered", "delivered_at": now, "last_error": None}
-        elif verdict == "retry":
-            values |= {"status": "pending", "next_attempt_at": retry_at or now}
-        else:
-            values |= {"status": "dead"}
+        by_verdict: dict[str, list[dict[str, Any]]] = defaultdict(list)
+        for a in attempts:
+            values: dict[str, Any] = {"id_": a.row["id"], "attempts": a.attempt, "last_status": a.status,
+                                      "last_error": a.reason[:2000]}
+            if a.verdict == "delivered":
+                values |= {"status": "delivered", "delivered_at": now, "last_error": None}
+            elif a.verdict == "retry":
+                values |= {"status": "pending", "next_attempt_at": a.retry_at or now}
+            else:
+                values |= {"status": "dead"}
+            by_verdict[a.verdict].append(values)
         async with self.db.transaction() as conn:
-            await conn.execute(update(deliveries).where(deliveries.c.id == row["id"]).values(**values))
-            if verdict == "dead":
-                await self._dead(conn, row, reason, now)
+            for rows in by_verdict.values():
+                columns = [c for c in rows[0] if c != "id_"]
+                await conn.execute(update(deliveries).where(deliveries.c.id == bindparam("id_"))
+                                   .values({c: bindparam(c) for c in columns}), rows)
+            for a in attempts:
+                if a.verdict == "dead":
+                    await self._dead(conn, a.row, a.reason, now)
 
     async def _dead(self, conn: AsyncConnection, row: dict[str, Any], reason: str, now: datetime) -> None:
         log.error("delivery %s to %s is dead: %s", row["id"], row["target"], reason)

@@ -74,6 +74,32 @@ async def test_a_refused_push_is_dead_lettered_alerted_and_replayed(db: Database
     assert await list_dead_letters(db) == []
 
 
+async def test_one_batch_with_every_outcome_is_recorded_together(db: Database) -> None:
+    # Three pushes sent in one run of the worker: refused (422), unavailable (503) and accepted. Their
+    # results are written in one transaction, each with its own verdict.
+    async with Receiver() as crm:
+        crm.script(Reply(422, body=b'{"message": "missing field Company"}'), Reply(503))
+        config = crm_config(crm.url("/leads"))
+        async with db.transaction() as conn:
+            for i in range(3):
+                lead = await add_lead(conn, email=f"p{i}@acme.io", stage="sql", owner="anna")
+                await enqueue_crm_push(conn, lead, f"asg-{i}", utcnow())
+        async with httpx.AsyncClient() as client:
+            sent = await DeliveryWorker(db, config, client, environ=dict(TEST_SECRETS)).run_once()
+    assert sent == 3
+    async with db.read() as conn:
+        rows = (await conn.execute(select(deliveries.c.status, deliveries.c.attempts, deliveries.c.last_status,
+                                          deliveries.c.next_attempt_at, deliveries.c.delivered_at)
+                                   .where(deliveries.c.target == "crm"))).all()
+        dead_ids = (await conn.execute(select(dead_letters.c.delivery_id))).scalars().all()
+    by_status = {r.last_status: r for r in rows}
+    assert sorted(r.status for r in rows) == ["dead", "delivered", "pending"]
+    assert all(r.attempts == 1 for r in rows)
+    assert by_status[422].status == "dead" and len(dead_ids) == 1
+    assert by_status[503].status == "pending" and by_status[503].next_attempt_at > utcnow()
+    assert by_status[200].status == "delivered" and by_status[200].delivered_at is not None
+
+
 class Picky(Handler):
     """Fails on events whose data says so: the poison; records the rest."""
 
