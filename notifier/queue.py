@@ -10,6 +10,7 @@ delivery worker (``notifier.deliveries``) sends them, in order per lead and targ
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Sequence
 from datetime import datetime
 from typing import Any
 
@@ -43,11 +44,19 @@ DIRTY = "deliveries_dirty"  # a flag in conn.info: the committed transaction que
 
 
 async def enqueue_crm_push(conn: AsyncConnection, lead_id: str, assignment_id: str, now: datetime) -> None:
+    await enqueue_crm_pushes(conn, [(lead_id, assignment_id)], now)
+
+
+async def enqueue_crm_pushes(conn: AsyncConnection, pushes: Sequence[tuple[str, str]], now: datetime) -> None:
+    """One CRM push per ``(lead_id, assignment_id)``, in order, in one statement."""
+    if not pushes:
+        return
     conn.info[DIRTY] = True
-    await conn.execute(deliveries.insert().values(
-        target=CRM_TARGET, order_key=lead_id, idempotency_key=f"{lead_id}:{assignment_id}", kind="lead_push",
-        lead_id=lead_id, payload={"lead_id": lead_id, "assignment_id": assignment_id}, status="pending",
-        attempts=0, next_attempt_at=now, created_at=now))
+    await conn.execute(deliveries.insert(), [
+        {"target": CRM_TARGET, "order_key": lead_id, "idempotency_key": f"{lead_id}:{assignment_id}",
+         "kind": "lead_push", "lead_id": lead_id, "payload": {"lead_id": lead_id, "assignment_id": assignment_id},
+         "status": "pending", "attempts": 0, "next_attempt_at": now, "created_at": now}
+        for lead_id, assignment_id in pushes])
 
 
 async def enqueue_alert(conn: AsyncConnection, alerts: Alerts, alert: Alert, now: datetime) -> int:
