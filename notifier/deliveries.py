@@ -110,7 +110,9 @@ class DeliveryWorker:
             # Sent concurrently, recorded together: one transaction per batch, not one per row (a commit
             # per CRM push was most of the worker's database time). Until it commits, the rows' lease
             # keeps them from being sent twice; a crash before it re-sends them with the same key.
-            await self._record(list(await asyncio.gather(*(self._deliver(row) for row in rows))))
+            requests = await self._requests_for(rows)
+            await self._record(list(await asyncio.gather(*(
+                self._deliver(row, prepared) for row, prepared in zip(rows, requests, strict=True)))))
         return len(rows)
 
     async def _claim(self, now: datetime) -> list[dict[str, Any]]:
@@ -135,12 +137,22 @@ class DeliveryWorker:
             self.breakers[target] = self._breaker(target).trial_started(now)
         return rows
 
-    async def _deliver(self, row: dict[str, Any]) -> _Attempt:
+    async def _requests_for(self, rows: list[dict[str, Any]]) -> list[list[OutboundRequest] | Permanent]:
+        """Each row's requests (or why it can never be sent), built on ONE database connection: a
+        connection per row, for a batch larger than the pool, opened and closed connections every batch."""
+        async with self.db.read() as conn:
+            built: list[list[OutboundRequest] | Permanent] = []
+            for row in rows:
+                try:
+                    built.append(await self._requests(conn, row))
+                except Permanent as exc:
+                    built.append(exc)
+            return built
+
+    async def _deliver(self, row: dict[str, Any], requests: list[OutboundRequest] | Permanent) -> _Attempt:
         attempt = row["attempts"] + 1
-        try:
-            requests = await self._requests(row)
-        except Permanent as exc:
-            return _Attempt(row, attempt, "dead", None, str(exc), None)
+        if isinstance(requests, Permanent):
+            return _Attempt(row, attempt, "dead", None, str(requests), None)
         result = await send_sequence(self.client, requests, timeout=self.timeout)
         now = utcnow()
         outcome = decide(self.policy, attempt, result.status, result.error, result.retry_after, now,
@@ -150,14 +162,13 @@ class DeliveryWorker:
         OUTCOMES.labels(row["target"], outcome.verdict).inc()
         return _Attempt(row, attempt, outcome.verdict, result.status, outcome.reason, outcome.retry_at)
 
-    async def _requests(self, row: dict[str, Any]) -> list[OutboundRequest]:
+    async def _requests(self, conn: AsyncConnection, row: dict[str, Any]) -> list[OutboundRequest]:
         environ = self.environ if self.environ is not None else dict(os.environ)
         payload = row["payload"]
         if row["target"] == CRM_TARGET:
             if self.config.crm is None:
                 raise Permanent("no crm is configured")
-            async with self.db.read() as conn:
-                lead = await load_lead_document(conn, payload["lead_id"])
+            lead = await load_lead_document(conn, payload["lead_id"])
             if lead is None:
                 raise Permanent(f"lead {payload['lead_id']} no longer exists")
             try:
