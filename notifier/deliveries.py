@@ -22,6 +22,7 @@ import logging
 import os
 import random
 from collections import defaultdict
+from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
@@ -43,7 +44,7 @@ from services.db.dialect import claim
 from services.db.models import deliveries
 from services.dead_letters import store_dead_letter
 from services.events import utcnow
-from services.leads import load_lead_document
+from services.lead_documents import load_lead_documents
 from services.outbox import wait_any as _wait_any
 
 log = logging.getLogger(__name__)
@@ -138,16 +139,21 @@ class DeliveryWorker:
         return rows
 
     async def _requests_for(self, rows: list[dict[str, Any]]) -> list[list[OutboundRequest] | Permanent]:
-        """Each row's requests (or why it can never be sent), built on ONE database connection: a
-        connection per row, for a batch larger than the pool, opened and closed connections every batch."""
-        async with self.db.read() as conn:
-            built: list[list[OutboundRequest] | Permanent] = []
-            for row in rows:
-                try:
-                    built.append(await self._requests(conn, row))
-                except Permanent as exc:
-                    built.append(exc)
-            return built
+        """Each row's requests (or why it can never be sent). The CRM pushes' lead documents are read in
+        one set of queries for the whole batch: a document per row, each on its own connection, was a
+        third of the notifier's time at 1,000 tp/s (and spilled past the pool into new connections)."""
+        lead_ids = [row["payload"]["lead_id"] for row in rows if row["target"] == CRM_TARGET]
+        documents: dict[str, dict[str, Any] | None] = {}
+        if lead_ids and self.config.crm is not None:
+            async with self.db.read() as conn:
+                documents = await load_lead_documents(conn, lead_ids)
+        built: list[list[OutboundRequest] | Permanent] = []
+        for row in rows:
+            try:
+                built.append(self._requests(row, documents))
+            except Permanent as exc:
+                built.append(exc)
+        return built
 
     async def _deliver(self, row: dict[str, Any], requests: list[OutboundRequest] | Permanent) -> _Attempt:
         attempt = row["attempts"] + 1
@@ -162,13 +168,13 @@ class DeliveryWorker:
         OUTCOMES.labels(row["target"], outcome.verdict).inc()
         return _Attempt(row, attempt, outcome.verdict, result.status, outcome.reason, outcome.retry_at)
 
-    async def _requests(self, conn: AsyncConnection, row: dict[str, Any]) -> list[OutboundRequest]:
+    def _requests(self, row: dict[str, Any], documents: Mapping[str, dict[str, Any] | None]) -> list[OutboundRequest]:
         environ = self.environ if self.environ is not None else dict(os.environ)
         payload = row["payload"]
         if row["target"] == CRM_TARGET:
             if self.config.crm is None:
                 raise Permanent("no crm is configured")
-            lead = await load_lead_document(conn, payload["lead_id"])
+            lead = documents.get(payload["lead_id"])
             if lead is None:
                 raise Permanent(f"lead {payload['lead_id']} no longer exists")
             try:

@@ -1,16 +1,14 @@
-"""The lead document (``GET /v1/leads/{id}``, the CRM push) and the lead list, read from the database.
+"""Reading leads: identities, merges, score breakdowns and the lead list (``GET /v1/leads``).
 
 ::
 
     async with db.read() as conn:
-        lead = await load_lead_document(conn, "3f2a...")   # None: unknown id
         ids = await find_lead_ids(conn, email=" Jane.Doe@Acme.com ")               # ["3f2a..."]
         page, next_key = await list_lead_summaries(conn, LeadFilters(stages=("sql",)), limit=50)
         cursor = encode_cursor(next_key) if next_key else None
 
-A merged lead (the loser of an identity merge) resolves to the lead it was merged into. The document
-is built with a fixed number of queries (lead, merged-away ids, identities, stage history, timeline,
-assignments, SLA), whatever the size of the lead, because the notifier builds one for every CRM push.
+A merged lead (the loser of an identity merge) resolves to the lead it was merged into. The whole lead
+document (``GET /v1/leads/{id}``, the CRM push) is built by :mod:`services.lead_documents`.
 Times are ISO 8601 strings in UTC with ``Z``.
 
 This module reads the JSON that ``scoring`` stores in ``leads.score_state`` by its keys; it never
@@ -27,16 +25,16 @@ from datetime import UTC, datetime
 from typing import Any
 
 import orjson
-from sqlalchemy import and_, func, or_, select
+from sqlalchemy import and_, or_, select
 from sqlalchemy.ext.asyncio import AsyncConnection
 from sqlalchemy.sql.elements import ColumnElement
 
 from services.db.dialect import lock
-from services.db.models import assignments, lead_identities, lead_sla, leads, stage_history, touchpoints
+from services.db.models import lead_identities, leads
 from services.stages import STAGES
 
 __all__ = ["STAGES", "LeadFilters", "PageKey", "decode_cursor", "encode_cursor", "find_lead_ids",
-           "iso", "lead_summary", "list_lead_summaries", "load_lead_document", "normalise_email",
+           "iso", "lead_summary", "list_lead_summaries", "normalise_email",
            "resolve_lead_ids", "score_breakdown"]
 
 # Merge chains are short (a merge points at the winner of the moment); the bound only stops a cycle.
@@ -171,149 +169,6 @@ def score_breakdown(stored_score: Any, score_state: Any) -> list[dict[str, Any]]
         lines.append({"rule": item.get("rule"), "kind": "engagement", "points": _number(item.get("points")),
                       "at": at, "event_id": item.get("event_id")})
     return lines
-
-
-# ---------------------------------------------------------------- the document
-def _touchpoint(row: Row) -> dict[str, Any]:
-    payload = row["payload"] if isinstance(row["payload"], Mapping) else {}
-    properties = payload.get("properties")
-    traits = payload.get("traits")
-    return {
-        "event_id": row["event_id"],
-        "type": row["type"],
-        "occurred_at": iso(row["occurred_at"]),
-        "source": row["source"],
-        "campaign": row["campaign"],
-        "properties": properties if isinstance(properties, Mapping) else {},
-        "traits": traits if isinstance(traits, Mapping) else {},
-        "email": payload.get("email"),
-        "user_id": payload.get("user_id"),
-        "anonymous_id": payload.get("anonymous_id"),
-    }
-
-
-def _assignment(row: Row) -> dict[str, Any]:
-    return {
-        "assignment_id": row["id"],
-        "rep_id": row["rep_id"],
-        "team": row["team"],
-        "reason": row["reason"],
-        "assigned_at": iso(row["assigned_at"]),
-        "ended_at": iso(row["ended_at"]),
-        "end_reason": row["end_reason"],
-    }
-
-
-async def load_lead_document(
-    conn: AsyncConnection,
-    lead_id: str,
-    *,
-    timeline_limit: int = 500,
-) -> dict[str, Any] | None:
-    """The contract's lead document, or None when no lead has this id.
-
-    ``timeline_limit`` keeps the newest touchpoints (shown oldest first, newest last);
-    ``touchpoints_total`` says how many there are.
-    """
-    row = await resolve_row(conn, lead_id)
-    if row is None:
-        return None
-    winner = row["id"]
-    merged_from = await _merged_away(conn, winner)
-    own_ids = [winner, *merged_from]
-
-    identity_rows = (await conn.execute(
-        select(lead_identities.c.kind, lead_identities.c.value)
-        .where(lead_identities.c.lead_id.in_(own_ids))
-        .order_by(lead_identities.c.linked_at, lead_identities.c.value)
-    )).all()
-    by_kind: dict[str, list[str]] = {"email": [], "user": [], "anon": []}
-    for kind, value in identity_rows:
-        if kind in by_kind and value not in by_kind[kind]:
-            by_kind[kind].append(value)
-    primary = row["email"]
-    if primary:
-        by_kind["email"] = [primary, *(e for e in by_kind["email"] if e != primary)]
-
-    history_rows = (await conn.execute(
-        select(stage_history).where(stage_history.c.lead_id == winner)
-        .order_by(stage_history.c.at, stage_history.c.id)
-    )).mappings().all()
-
-    limit = max(1, timeline_limit)
-    timeline_rows = list((await conn.execute(
-        select(touchpoints).where(touchpoints.c.lead_id.in_(own_ids))
-        .order_by(touchpoints.c.occurred_at.desc(), touchpoints.c.event_id.desc())
-        .limit(limit)
-    )).mappings().all())
-    timeline_rows.reverse()
-    total_touchpoints = len(timeline_rows)
-    if total_touchpoints >= limit:
-        total_touchpoints = (await conn.execute(
-            select(func.count()).select_from(touchpoints).where(touchpoints.c.lead_id.in_(own_ids))
-        )).scalar_one()
-
-    assignment_rows = (await conn.execute(
-        select(assignments).where(assignments.c.lead_id == winner)
-        .order_by(assignments.c.assigned_at, assignments.c.id)
-    )).mappings().all()
-    current = next((a for a in reversed(assignment_rows) if a["ended_at"] is None), None)
-
-    sla_row = (await conn.execute(select(lead_sla).where(lead_sla.c.lead_id == winner))).mappings().first()
-
-    traits = row["traits"] if isinstance(row["traits"], Mapping) else {}
-    assignment = None
-    if current is not None:
-        assignment = {k: v for k, v in _assignment(current).items() if k not in ("ended_at", "end_reason")}
-    sla = None
-    if sla_row is not None:
-        sla = {
-            "due_at": iso(sla_row["due_at"]),
-            "state": sla_row["state"],
-            "reminders_sent": sla_row["reminders_sent"],
-            "breached_at": iso(sla_row["breached_at"]),
-            "assignment_id": sla_row["assignment_id"],
-            "rep_id": sla_row["rep_id"],
-            "started_at": iso(sla_row["started_at"]),
-            "stopped_at": iso(sla_row["stopped_at"]),
-        }
-    return {
-        "id": winner,
-        "email": primary,
-        "emails": by_kind["email"],
-        "user_ids": by_kind["user"],
-        "anonymous_ids": by_kind["anon"],
-        "company_domain": row["company_domain"],
-        "traits": dict(traits),
-        "score": {
-            "fit": _number(row["fit"]),
-            "engagement": _number(row["engagement"]),
-            "total": _number(row["total"]),
-            "breakdown": score_breakdown(row["score"], row["score_state"]),
-        },
-        "stage": row["stage"],
-        "stage_changed_at": iso(row["stage_changed_at"]),
-        "stage_history": [
-            {"from": h["from_stage"], "to": h["to_stage"], "at": iso(h["at"]), "cause": h["cause"]}
-            for h in history_rows
-        ],
-        "touchpoints": [_touchpoint(t) for t in timeline_rows],
-        "touchpoints_total": total_touchpoints,
-        "assignment": assignment,
-        "assignment_history": [_assignment(a) for a in assignment_rows],
-        "sla": sla,
-        "owner": row["owner"],
-        "team": row["team"],
-        "source": row["source"],
-        "campaign": row["campaign"],
-        "created_at": iso(row["created_at"]),
-        "updated_at": iso(row["updated_at"]),
-        "qualified_at": iso(row["qualified_at"]),
-        "assigned_at": iso(row["assigned_at"]),
-        "contacted_at": iso(row["contacted_at"]),
-        "merged_into": row["merged_into"],
-        "merged_from": merged_from,
-    }
 
 
 # ---------------------------------------------------------------- lists

@@ -24,6 +24,7 @@ from services.http.deps import ContainerDep
 from services.http.errors import ApiError
 from services.http.links import LEAD_LINKS, LIST_LINKS, ok_links
 from services.http.params import parse_time_param
+from services.lead_documents import load_lead_document, load_lead_documents
 from services.leads import (
     STAGES,
     LeadFilters,
@@ -32,7 +33,6 @@ from services.leads import (
     encode_cursor,
     find_lead_ids,
     list_lead_summaries,
-    load_lead_document,
 )
 
 MAX_LIMIT = 200
@@ -120,9 +120,8 @@ def build_router() -> APIRouter:
             items, next_key = await list_lead_summaries(conn, filters, limit=limit, after=after)
             if lookup:
                 # An identity lookup answers whole documents: it is how a lead is opened by email.
-                docs = [await load_lead_document(conn, item["id"])
-                        for item in items]
-                items = [doc for doc in docs if doc is not None]
+                docs = await load_lead_documents(conn, [item["id"] for item in items])
+                items = [doc for doc in (docs[item["id"]] for item in items) if doc is not None]
         return {"items": items, "next_cursor": encode_cursor(next_key) if next_key else None}
 
     return router

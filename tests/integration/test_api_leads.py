@@ -5,7 +5,8 @@ from __future__ import annotations
 from datetime import timedelta
 
 from services.db.database import Database
-from services.leads import PageKey, decode_cursor, encode_cursor, load_lead_document
+from services.lead_documents import load_lead_document
+from services.leads import PageKey, decode_cursor, encode_cursor
 from tests.support.leadfactory import (
     T0,
     add_assignment,
