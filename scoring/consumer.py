@@ -29,7 +29,7 @@ from sqlalchemy import update
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from scoring.bulk import REV, find_links, insert_links, insert_rows, load_states, lock_leads, update_rows
-from scoring.cache import StateCache
+from scoring.cache import DEFAULT_MAX_LEADS, StateCache
 from scoring.rules import RuleSet, Score
 from scoring.stages import scoring_stage, stage_rank
 from scoring.state import LeadScoreState
@@ -101,7 +101,7 @@ class ScoringHandler(Handler):
     group = "scoring"
     topics = (TOUCHPOINTS,)
 
-    def __init__(self, db: Database, rules: RuleSet, *, cache_leads: int = 20_000) -> None:
+    def __init__(self, db: Database, rules: RuleSet, *, cache_leads: int = DEFAULT_MAX_LEADS) -> None:
         self.db = db
         self.rules = rules
         self.states = StateCache(cache_leads)  # the score states this consumer stored lately
