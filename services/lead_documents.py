@@ -23,7 +23,7 @@ from sqlalchemy import func, select
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from services.db.models import assignments, lead_identities, lead_sla, leads, stage_history, touchpoints
-from services.leads import MAX_MERGE_HOPS, Row, _number, iso, score_breakdown
+from services.leads import MAX_MERGE_HOPS, Row, _number, iso, resolve_lead_map, score_breakdown
 
 __all__ = ["load_lead_document", "load_lead_documents"]
 
@@ -42,7 +42,7 @@ async def load_lead_documents(conn: AsyncConnection, lead_ids: Iterable[str], *,
                               timeline_limit: int = 500) -> dict[str, dict[str, Any] | None]:
     """Each requested id's document (None for an unknown id), all read in one set of queries."""
     requested = list(dict.fromkeys(lead_ids))
-    winner_of = await _winners(conn, requested)
+    winner_of = await resolve_lead_map(conn, requested)
     winners = sorted(set(winner_of.values()))
     if not winners:
         return dict.fromkeys(requested)
@@ -76,32 +76,6 @@ async def load_lead_documents(conn: AsyncConnection, lead_ids: Iterable[str], *,
     }
     return {lead_id: documents.get(winner_of[lead_id]) if lead_id in winner_of else None
             for lead_id in requested}
-
-
-async def _winners(conn: AsyncConnection, lead_ids: Sequence[str]) -> dict[str, str]:
-    """Each known id -> the lead it resolves to, following ``merged_into`` (as
-    :func:`services.leads.resolve_row` does, for many ids at once); unknown ids are left out."""
-    paths = {lead_id: [lead_id] for lead_id in lead_ids}  # each id's hops so far
-    final: dict[str, str] = {}
-    for _ in range(MAX_MERGE_HOPS):
-        pending = {original: hops[-1] for original, hops in paths.items() if original not in final}
-        if not pending:
-            break
-        merged = dict((await conn.execute(select(leads.c.id, leads.c.merged_into)  # type: ignore[arg-type]
-                                          .where(leads.c.id.in_(sorted(set(pending.values())))))).all())
-        for original, hop in pending.items():
-            if hop not in merged:
-                del paths[original]  # an unknown id, or a merge into a lead that is gone
-                continue
-            target = merged[hop]
-            if not target or target in paths[original]:  # the survivor (or a cycle: stop there)
-                final[original] = hop
-            else:
-                paths[original].append(target)
-    for original, hops in paths.items():
-        if original not in final:  # a chain longer than the bound: the last lead read
-            final[original] = hops[-2]
-    return final
 
 
 async def _merged_away(conn: AsyncConnection, winners: Sequence[str]) -> dict[str, list[str]]:

@@ -35,7 +35,7 @@ from services.stages import STAGES
 
 __all__ = ["STAGES", "LeadFilters", "PageKey", "decode_cursor", "encode_cursor", "find_lead_ids",
            "iso", "lead_summary", "list_lead_summaries", "normalise_email",
-           "resolve_lead_ids", "score_breakdown"]
+           "resolve_lead_ids", "resolve_lead_map", "score_breakdown"]
 
 # Merge chains are short (a merge points at the winner of the moment); the bound only stops a cycle.
 MAX_MERGE_HOPS = 16
@@ -87,40 +87,35 @@ async def resolve_row(conn: AsyncConnection, lead_id: str, *, for_update: bool =
 async def resolve_lead_ids(conn: AsyncConnection, lead_ids: Iterable[str]) -> list[str]:
     """Each id replaced by the lead it was merged into (if any); unknown ids dropped; order kept, deduped."""
     wanted = list(dict.fromkeys(lead_ids))
-    final: dict[str, str] = {}
-    pending = {lead_id: lead_id for lead_id in wanted}  # original -> current hop
-    for _ in range(MAX_MERGE_HOPS):
-        if not pending:
-            break
-        rows = (await conn.execute(
-            select(leads.c.id, leads.c.merged_into).where(leads.c.id.in_(set(pending.values())))
-        )).all()
-        merged = {row.id: row.merged_into for row in rows}
-        next_pending = {}
-        for original, current in pending.items():
-            if current not in merged:
-                continue  # unknown id
-            target = merged[current]
-            if target and target != current:
-                next_pending[original] = target
-            else:
-                final[original] = current
-        pending = next_pending
+    final = await resolve_lead_map(conn, wanted)
     return list(dict.fromkeys(final[i] for i in wanted if i in final))
 
 
-async def _merged_away(conn: AsyncConnection, winner: str) -> list[str]:
-    """Ids of the leads merged into ``winner`` (directly or through a chain)."""
-    found: list[str] = []
-    frontier = [winner]
+async def resolve_lead_map(conn: AsyncConnection, lead_ids: Sequence[str]) -> dict[str, str]:
+    """Each known id -> the lead it resolves to, following ``merged_into`` as :func:`resolve_row` does
+    (to the survivor, stopping at a cycle), for many ids at once: a query per hop, not per id.
+    Unknown ids, and merges into a lead that is gone, are left out."""
+    paths = {lead_id: [lead_id] for lead_id in lead_ids}  # each id's hops so far
+    final: dict[str, str] = {}
     for _ in range(MAX_MERGE_HOPS):
-        query = select(leads.c.id).where(leads.c.merged_into.in_(frontier))
-        rows = (await conn.execute(query)).scalars().all()
-        frontier = [r for r in rows if r not in found and r != winner]
-        if not frontier:
+        pending = {original: hops[-1] for original, hops in paths.items() if original not in final}
+        if not pending:
             break
-        found += frontier
-    return found
+        merged = dict((await conn.execute(select(leads.c.id, leads.c.merged_into)  # type: ignore[arg-type]
+                                          .where(leads.c.id.in_(sorted(set(pending.values())))))).all())
+        for original, hop in pending.items():
+            if hop not in merged:
+                del paths[original]
+                continue
+            target = merged[hop]
+            if not target or target in paths[original]:  # the survivor (or a cycle: stop there)
+                final[original] = hop
+            else:
+                paths[original].append(target)
+    for original, hops in paths.items():
+        if original not in final:  # a chain longer than the bound: the last lead read
+            final[original] = hops[-2]
+    return final
 
 
 async def find_lead_ids(
