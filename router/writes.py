@@ -29,6 +29,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 from services.db.dialect import insert_ignore, upsert
 from services.db.models import account_owners, assignments, leads, routing_cursors, stage_history
 from services.events import ASSIGNMENTS, Event
+from services.lead_store import stage_move
 from services.outbox import add_events
 from services.stage_chain import refresh_stage_chain
 
@@ -58,12 +59,10 @@ class BatchWrites:
              **lead_values: Any) -> None:
         """Move the lead to ``to_stage`` (with any other column values) and add the history row; as
         :func:`services.lead_store.record_stage` does, but written at :meth:`flush`."""
+        move_values, history_row = stage_move(lead_id, from_stage, to_stage, at=at, cause=cause, **lead_values)
         values = self._lead_values.setdefault(lead_id, {})
-        values.update(stage=to_stage, updated_at=at, **lead_values)
-        if from_stage != to_stage:
-            values["stage_changed_at"] = at
-        self._history.append({"lead_id": lead_id, "from_stage": from_stage, "to_stage": to_stage, "at": at,
-                              "cause": cause[:2000]})
+        values.update(move_values)
+        self._history.append(history_row)
         row = self.rows.get(lead_id)
         if row is not None:
             self.rows[lead_id] = {**row, **{k: values[k] for k in _TRACKED if k in values}}
