@@ -43,13 +43,15 @@ class _Clocks:
 
     latest: dict[str, str] = field(default_factory=dict)  # lead -> its newest assignment: cancel the rest
     sla: dict[str, tuple[LeadAssigned, SlaPlan]] = field(default_factory=dict)  # lead -> newest clock started
-    started: dict[str, tuple[LeadAssigned, SlaPlan]] = field(default_factory=dict)  # ... unless a fallback followed
     pushes: list[tuple[str, str]] = field(default_factory=list)  # (lead, assignment), every one, in order
+
+    def running(self) -> list[tuple[LeadAssigned, SlaPlan]]:
+        """The clocks whose timers run: the newest assignment of their lead (not one a fallback followed)."""
+        return [(a, plan) for a, plan in self.sla.values() if self.latest[a.lead_id] == a.assignment_id]
 
     def clear(self) -> None:
         self.latest.clear()
         self.sla.clear()
-        self.started.clear()
         self.pushes.clear()
 
 
@@ -84,15 +86,13 @@ class NotifierHandler(Handler):
         # A new assignment replaces the previous clock, whatever it was doing.
         clocks.latest[assigned.lead_id] = assigned.assignment_id
         if assigned.rep_id is None:
-            clocks.started.pop(assigned.lead_id, None)
             await enqueue_alert(conn, self.config.alerts, Alert(
                 id=f"fallback-{event_id}", kind="dead_letter", lead_id=assigned.lead_id, rep_id=None, due_at=None,
                 at=now, team=assigned.team, reason=f"nobody can take the lead (fallback queue): {assigned.reason}",
                 details={"fallback_queue": True}), now)
             return
         rep = self.config.rep(assigned.rep_id) or Rep(id=assigned.rep_id)
-        clocks.started[assigned.lead_id] = (assigned, plan_sla(assigned.assigned_at, self.config.sla, rep))
-        clocks.sla[assigned.lead_id] = clocks.started[assigned.lead_id]
+        clocks.sla[assigned.lead_id] = (assigned, plan_sla(assigned.assigned_at, self.config.sla, rep))
         if self.config.crm is not None:
             clocks.pushes.append((assigned.lead_id, assigned.assignment_id))
 
@@ -115,7 +115,7 @@ class NotifierHandler(Handler):
             {"lead_id": a.lead_id, "assignment_id": a.assignment_id, "rep_id": a.rep_id,
              "kind": "reminder" if timer.kind == "sla_reminder" else "breach", "fraction": timer.fraction,
              "due_at": plan.due_at, "fire_at": timer.at, "status": "pending"}
-            for a, plan in clocks.started.values() for timer in plan.timers()]
+            for a, plan in clocks.running() for timer in plan.timers()]
         if timers:
             await conn.execute(sla_timers.insert(), timers)
         await enqueue_crm_pushes(conn, clocks.pushes, utcnow())
