@@ -29,6 +29,7 @@ from __future__ import annotations
 import hashlib
 import re
 from datetime import UTC, datetime, timedelta
+from functools import lru_cache
 from typing import Annotated, Any
 from urllib.parse import urlsplit
 
@@ -311,7 +312,6 @@ def _from_model(model: TouchpointIn, source_id: str, received_at: datetime) -> T
 
 
 _BAD = object()  # an id value the model would refuse
-_TYPES: dict[str, str] = {}  # raw type -> normalised: senders use a small vocabulary
 
 
 def _fast_id(value: Any) -> Any:
@@ -330,15 +330,8 @@ def _fast_id(value: Any) -> Any:
     return value
 
 
-def _fast_type(raw: str) -> str:
-    try:
-        return _TYPES[raw]
-    except KeyError:
-        pass
-    if len(_TYPES) >= 1024:
-        _TYPES.clear()
-    _TYPES[raw] = normalized = normalize_type(raw)
-    return normalized
+# Raw type -> normalised, remembered: senders use a small vocabulary.
+_fast_type = lru_cache(maxsize=1024)(normalize_type)
 
 
 def _fast_path(item: dict[str, Any], source_id: str, received_at: datetime) -> Touchpoint | None:

@@ -18,6 +18,7 @@ from abc import ABC, abstractmethod
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
+from functools import lru_cache
 from typing import Any
 
 from pydantic import TypeAdapter
@@ -64,7 +65,6 @@ def touchpoint_data(tp: Touchpoint) -> dict[str, Any]:
 
 
 _ZERO = timedelta(0)
-_TIMES: dict[tuple[datetime, timedelta | None], str] = {}
 _DATETIME = TypeAdapter(datetime)
 
 
@@ -72,19 +72,11 @@ def json_time(value: datetime) -> str:
     """A datetime as pydantic writes it in JSON mode (``...Z`` for UTC, ``+02:00`` otherwise)."""
     # A batch's touchpoints share their received_at, often their occurred_at. The offset is part of the
     # key: 10:00Z and 12:00+02:00 are equal datetimes but are written differently.
-    key = (value, value.utcoffset())
-    try:
-        return _TIMES[key]
-    except KeyError:
-        pass
-    if len(_TIMES) >= 4096:
-        _TIMES.clear()
-    _TIMES[key] = text = _json_time(value)
-    return text
+    return _json_time(value, value.utcoffset())
 
 
-def _json_time(value: datetime) -> str:
-    offset = value.utcoffset()
+@lru_cache(maxsize=4096)
+def _json_time(value: datetime, offset: timedelta | None) -> str:
     if offset == _ZERO:
         return value.replace(tzinfo=None).isoformat() + "Z"
     if offset is not None and not offset.seconds % 60 and not offset.microseconds:
