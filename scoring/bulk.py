@@ -11,25 +11,25 @@ in-process writer, no round trips) the plain SQLAlchemy forms are used::
     await insert_rows(conn, leads, new_rows)
     await update_rows(conn, leads, "id", changed_rows)         # every row has the same keys
     new = await insert_links(conn, link_rows)                  # the (kind, value) pairs really inserted
+
+``insert_rows`` and ``update_rows`` are :mod:`services.db.arrays`'s, re-exported here for the consumer.
 """
 
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping, Sequence
-from functools import lru_cache
 from typing import Any
 
-import orjson
-from sqlalchemy import JSON, Float, Integer, Select, String, Table, Text, any_, bindparam, select, text
+from sqlalchemy import Select, String, any_, bindparam, select, text
 from sqlalchemy.dialects import postgresql
 from sqlalchemy.engine import RowMapping
 from sqlalchemy.ext.asyncio import AsyncConnection
-from sqlalchemy.sql.elements import TextClause
-from sqlalchemy.types import TypeEngine
 
+from services.db.arrays import column_arrays, insert_rows, insert_text, update_rows
 from services.db.dialect import insert_ignore, lock
 from services.db.models import lead_identities, leads
-from services.db.types import UtcDateTime
+
+__all__ = ["REV", "find_links", "insert_links", "insert_rows", "load_states", "lock_leads", "update_rows"]
 
 Identity = tuple[str, str]  # (kind, value)
 Row = Mapping[str, Any]
@@ -107,93 +107,9 @@ async def insert_links(conn: AsyncConnection, rows: Sequence[Row]) -> set[Identi
     if not rows:
         return set()
     if _pg(conn):
-        result = await conn.execute(_insert_text(lead_identities, tuple(rows[0]), True, ("kind", "value")),
-                                    _arrays(lead_identities, rows))
+        result = await conn.execute(insert_text(lead_identities, tuple(rows[0]), True, ("kind", "value")),
+                                    column_arrays(lead_identities, rows))
     else:
         result = await conn.execute(
             insert_ignore(conn, lead_identities).returning(lead_identities.c.kind, lead_identities.c.value), rows)
     return {(kind, value) for kind, value in result}
-
-
-async def insert_rows(conn: AsyncConnection, table: Table, rows: Sequence[Row], *,
-                      ignore_conflicts: bool = False) -> None:
-    """Insert ``rows`` (all with the same keys); with ``ignore_conflicts`` an existing key is skipped."""
-    if not rows:
-        return
-    if _pg(conn):
-        await conn.execute(_insert_text(table, tuple(rows[0]), ignore_conflicts, ()), _arrays(table, rows))
-    else:
-        await conn.execute(insert_ignore(conn, table) if ignore_conflicts else table.insert(), rows)
-
-
-async def update_rows(conn: AsyncConnection, table: Table, key: str, rows: Sequence[Row]) -> None:
-    """``UPDATE table SET col = row[col] ... WHERE key = row[key]`` for every row (all with the same keys)."""
-    if not rows:
-        return
-    names = tuple(rows[0])
-    if _pg(conn):
-        await conn.execute(_update_text(table, key, names), _arrays(table, rows))
-        return
-    await conn.execute(
-        table.update().where(table.c[key] == bindparam(f"b_{key}")).values(
-            {name: bindparam(f"b_{name}") for name in names if name != key}),
-        [{f"b_{name}": value for name, value in row.items()} for row in rows])
-
-
-# ---------------------------------------------------------------- PostgreSQL: one array per column
-# (Measured against sending all rows as one JSON document for ``jsonb_to_recordset``: that spares
-# this process half its encoding time but costs the server more, and was no faster overall.)
-def _array_type(column_type: TypeEngine[Any]) -> str:
-    if isinstance(column_type, UtcDateTime):
-        return "TIMESTAMPTZ[]"
-    if isinstance(column_type, JSON):
-        return "JSONB[]"
-    if isinstance(column_type, Float):
-        return "FLOAT8[]"
-    if isinstance(column_type, Integer):  # BigInteger too
-        return "INT8[]"
-    if isinstance(column_type, String | Text):
-        return "TEXT[]"
-    raise TypeError(f"no array type for {column_type!r}")
-
-
-def _arrays(table: Table, rows: Sequence[Row]) -> dict[str, list[Any]]:
-    """One list per column; JSON values as JSON text (the jsonb[] elements), None as SQL NULL."""
-    out: dict[str, list[Any]] = {}
-    for name in rows[0]:
-        if isinstance(table.c[name].type, JSON):
-            out[name] = [None if row[name] is None else
-                         orjson.dumps(row[name], option=orjson.OPT_NON_STR_KEYS).decode() for row in rows]
-        else:
-            out[name] = [row[name] for row in rows]
-    return out
-
-
-def _rows_from(table: Table, names: tuple[str, ...]) -> str:
-    arrays = ", ".join(f"CAST(:{name} AS {_array_type(table.c[name].type)})" for name in names)
-    return f"unnest({arrays}) WITH ORDINALITY AS v({', '.join(_quote(n) for n in names)}, row_number)"
-
-
-def _quote(name: str) -> str:
-    return f'"{name}"'
-
-
-@lru_cache(maxsize=64)
-def _insert_text(table: Table, names: tuple[str, ...], ignore_conflicts: bool,
-                 returning: tuple[str, ...]) -> TextClause:
-    columns = ", ".join(_quote(n) for n in names)
-    # In the rows' order (ids from a sequence follow it: the outbox relay publishes in id order).
-    sql = (f"INSERT INTO {_quote(table.name)} ({columns}) SELECT {columns} FROM {_rows_from(table, names)} "
-           "ORDER BY v.row_number")
-    if ignore_conflicts:
-        sql += " ON CONFLICT DO NOTHING"
-    if returning:
-        sql += f" RETURNING {', '.join(_quote(n) for n in returning)}"
-    return text(sql)
-
-
-@lru_cache(maxsize=64)
-def _update_text(table: Table, key: str, names: tuple[str, ...]) -> TextClause:
-    sets = ", ".join(f"{_quote(n)} = v.{_quote(n)}" for n in names if n != key)
-    return text(f"UPDATE {_quote(table.name)} AS t SET {sets} FROM {_rows_from(table, names)} "
-                f"WHERE t.{_quote(key)} = v.{_quote(key)}")
