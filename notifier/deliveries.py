@@ -29,7 +29,7 @@ from typing import Any
 
 import httpx
 from prometheus_client import Counter
-from sqlalchemy import and_, bindparam, exists, select, update
+from sqlalchemy import and_, exists, select, update
 from sqlalchemy.ext.asyncio import AsyncConnection
 from sqlalchemy.orm import aliased
 
@@ -39,6 +39,7 @@ from notifier.crm import LeadDocumentError, MissingSecret, OutboundRequest, buil
 from notifier.queue import CRM_TARGET, DIRTY, alert_from_json, enqueue_alert
 from notifier.retry import CircuitBreaker, RetryPolicy, decide
 from services.config import HandoffConfig
+from services.db.arrays import update_rows
 from services.db.database import Database
 from services.db.dialect import claim
 from services.db.models import deliveries
@@ -195,7 +196,7 @@ class DeliveryWorker:
         now = utcnow()
         by_verdict: dict[str, list[dict[str, Any]]] = defaultdict(list)
         for a in attempts:
-            values: dict[str, Any] = {"id_": a.row["id"], "attempts": a.attempt, "last_status": a.status,
+            values: dict[str, Any] = {"id": a.row["id"], "attempts": a.attempt, "last_status": a.status,
                                       "last_error": a.reason[:2000]}
             if a.verdict == "delivered":
                 values |= {"status": "delivered", "delivered_at": now, "last_error": None}
@@ -206,9 +207,7 @@ class DeliveryWorker:
             by_verdict[a.verdict].append(values)
         async with self.db.transaction() as conn:
             for rows in by_verdict.values():
-                columns = [c for c in rows[0] if c != "id_"]
-                await conn.execute(update(deliveries).where(deliveries.c.id == bindparam("id_"))
-                                   .values({c: bindparam(c) for c in columns}), rows)
+                await update_rows(conn, deliveries, "id", rows)
             for a in attempts:
                 if a.verdict == "dead":
                     await self._dead(conn, a.row, a.reason, now)

@@ -23,9 +23,9 @@ from collections.abc import MutableMapping
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import bindparam, update
 from sqlalchemy.ext.asyncio import AsyncConnection
 
+from services.db.arrays import update_rows
 from services.db.dialect import insert_ignore, upsert
 from services.db.models import account_owners, assignments, leads, routing_cursors, stage_history
 from services.events import ASSIGNMENTS, Event
@@ -84,10 +84,10 @@ class BatchWrites:
         """Write everything gathered so far, one statement per table (per column set for leads)."""
         by_columns: dict[tuple[str, ...], list[dict[str, Any]]] = defaultdict(list)
         for lead_id, values in self._lead_values.items():
-            by_columns[tuple(sorted(values))].append({"lead_id_": lead_id, **values})
-        for columns, params in by_columns.items():
-            await conn.execute(update(leads).where(leads.c.id == bindparam("lead_id_"))
-                               .values({c: bindparam(c) for c in columns}), params)
+            columns = tuple(sorted(values))
+            by_columns[columns].append({"id": lead_id, **{c: values[c] for c in columns}})
+        for rows in by_columns.values():
+            await update_rows(conn, leads, "id", rows)
         if self._history:
             await conn.execute(stage_history.insert(), self._history)
             await refresh_stage_chain(conn, {row["lead_id"] for row in self._history})
