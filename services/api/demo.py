@@ -37,6 +37,7 @@ from services.signing import SIGNATURE_HEADER, verify
 
 CHANNELS = ("crm", "alerts", "pagerduty", "slack")
 PAGE_ITEMS = 100
+MAX_ID = 2**63 - 1  # the largest BIGINT: the id columns' range on both databases
 DROPPED_HEADERS = frozenset({"authorization", "cookie", "proxy-authorization"})
 SIGNATURE_CHECK = "x-demo-signature-check"
 MAX_SHOWN_BODY = 20_000
@@ -180,7 +181,8 @@ def build_router() -> APIRouter:
     async def items_json(
         container: ContainerDep,
         channel: Annotated[str | None, Query(description="crm | alerts | pagerduty | slack")] = None,
-        after: Annotated[int | None, Query(ge=0, description="only items with a greater id")] = None,
+        # Ids are 64-bit: a larger ``after`` is refused (422), not passed to a database that cannot take it.
+        after: Annotated[int | None, Query(ge=0, le=MAX_ID, description="only items with a greater id")] = None,
         limit: Annotated[int, Query(ge=1, le=1000)] = PAGE_ITEMS,
     ) -> dict[str, Any]:
         channels: tuple[str, ...] = CHANNELS

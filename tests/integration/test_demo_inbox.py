@@ -29,6 +29,9 @@ async def test_inbox_stores_lists_and_escapes(database_url: str, monkeypatch: py
         crm = await client.get("/demo/inbox.json", params={"channel": "crm"})
         every = await client.get("/demo/inbox.json")
         after = await client.get("/demo/inbox.json", params={"after": 3})
+        # The fuzzer's find: an id past 64 bits reached SQLite and overflowed into a 500.
+        too_far = await client.get("/demo/inbox.json", params={"after": 2**63})
+        last_id = await client.get("/demo/inbox.json", params={"after": 2**63 - 1})
         page = await client.get("/demo/inbox")
         unknown = await client.post("/demo/inbox/email", json={})
         not_json = await client.post("/demo/inbox/alerts", content=b"<xml/>")
@@ -45,6 +48,8 @@ async def test_inbox_stores_lists_and_escapes(database_url: str, monkeypatch: py
     assert oldest["body"]["lead"]["id"] == "L1"
     assert [item["channel"] for item in every.json()["items"]] == ["slack", "alerts", "crm", "crm"]
     assert [item["id"] for item in after.json()["items"]] == [4]
+    assert too_far.status_code == 422 and "after" in too_far.text
+    assert last_id.status_code == 200 and last_id.json()["items"] == []
     assert page.status_code == 200 and page.headers["content-type"].startswith("text/html")
     html = page.text
     assert "<script" not in html and "&lt;script&gt;alert(1)&lt;/script&gt;" in html
