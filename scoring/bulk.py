@@ -36,7 +36,7 @@ Row = Mapping[str, Any]
 
 # What the consumer reads of a lead it is about to change (not the stored breakdown nor the traits:
 # both are rebuilt from the score state), and the revision of its score state (see scoring.cache).
-LEAD_COLUMNS = ("id", "stage", "email", "source", "campaign", "merged_into", "created_at")
+LEAD_COLUMNS = ("id", "stage", "email", "source", "campaign", "merged_into", "created_at", "stage_changed_at")
 REV = "rev"  # the key of the score state's revision inside the stored JSON
 SQLITE_CHUNK = 900  # values per statement: under SQLite's (older) limit of 999 parameters
 

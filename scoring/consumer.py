@@ -93,6 +93,7 @@ class LeadWork:
     known: bool = False
     merged_into: str | None = None
     original_stage: str | None = None
+    stage_changed_at: datetime | None = None  # as loaded; the batch's time once this batch moves it
     new_touchpoints: list[dict[str, Any]] = field(default_factory=list)
     causes: list[str] = field(default_factory=list)
 
@@ -159,7 +160,7 @@ class _Batch:
                     id=row["id"], stage=row["stage"], state=states[row["id"]],
                     created_at=row["created_at"], is_new=False, source=row["source"], campaign=row["campaign"],
                     email=row["email"], known=row["stage"] != "anonymous", merged_into=row["merged_into"],
-                    original_stage=row["stage"])
+                    original_stage=row["stage"], stage_changed_at=row["stage_changed_at"])
             ids = {row["merged_into"] for row in rows if row["merged_into"]}  # merged away: on to the survivor
 
     def _live(self, lead_id: str) -> LeadWork:
@@ -235,6 +236,7 @@ class _Batch:
             before = work.stage
             work.stage = scoring_stage(work.stage, work.known, work.state.has_positive_engagement)
             if before != work.stage or work.is_new:
+                work.stage_changed_at = now
                 history.append({"lead_id": work.id, "from_stage": None if work.is_new else before,
                                 "to_stage": work.stage, "at": now,
                                 "cause": _stage_cause(before, work.stage, work.new_touchpoints, work.is_new)})
@@ -250,9 +252,6 @@ class _Batch:
             self._emit(LEAD_SCORED, work.id, self._scored(work, score, last.get("source")))
         await insert_rows(conn, leads, inserts)
         await update_rows(conn, leads, "id", updates)
-        moved = [str(row["lead_id"]) for row in history if row["from_stage"] is not None]
-        if moved:  # existing leads that changed stage (new ones got it with their insert)
-            await conn.execute(update(leads).where(leads.c.id.in_(moved)).values(stage_changed_at=now))
         if self.new_links:
             inserted = await insert_links(conn, [
                 {"kind": k, "value": v, "lead_id": self._live(lead_id).id, "linked_at": now}
@@ -308,9 +307,12 @@ class _Batch:
             "score": score.to_json(),
             "source": work.source, "campaign": work.campaign, "merged_into": work.merged_into,
             "updated_at": self.now,
+            # Unchanged unless this batch moved the lead: an update row carries it either way (one
+            # statement for every lead), and an index entry is only rewritten when its value changes.
+            "stage_changed_at": work.stage_changed_at or self.now,
         }
         if work.is_new:
-            row |= {"created_at": work.created_at, "stage_changed_at": self.now, "version": 0}
+            row |= {"created_at": work.created_at, "version": 0}
         return row
 
 
