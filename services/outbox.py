@@ -73,8 +73,11 @@ class OutboxRelay:
             try:
                 moved = await self.relay_once()
                 backoff = 0.1
-                if moved < 0:  # another process's relay holds the lock: it is brief, try again soon
-                    await _wait(stop, 0.005)
+                if moved < 0:  # another process's relay holds the lock, briefly
+                    if self._wakeup.is_set():  # rows this process queued may be waiting: try again soon
+                        await _wait(stop, 0.005)
+                    else:  # that relay's own rows: it goes on with them itself; ours will wake us
+                        await wait_any(stop, self._wakeup, self.idle_interval)
                     continue
             except (SQLAlchemyError, OSError, BusError) as exc:
                 log.warning("outbox relay: %s; retrying in %.1fs", exc, backoff)

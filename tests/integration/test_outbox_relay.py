@@ -1,0 +1,102 @@
+"""Relays of several processes share one PostgreSQL outbox; only one publishes at a time (an advisory
+lock). A relay that finds the lock taken retries at once only for rows its own process queued: the
+rows of other processes are their relays' work, and polling for them every 5 ms cost each service
+a tenth of its CPU under load (py-spy, e2e at 1,000 tp/s)."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Sequence
+from datetime import UTC, datetime
+
+import pytest
+from sqlalchemy import func, select, text
+
+from services.bus.base import Bus, Consumer
+from services.db.database import Database
+from services.db.models import outbox
+from services.events import Event
+from services.outbox import RELAY_LOCK_ID, OutboxRelay, add_events
+
+pytestmark = [pytest.mark.integration, pytest.mark.parametrize("database_url", ["postgres"], indirect=True)]
+
+WINDOW = 0.5  # seconds the lock is held while a relay's attempts are counted
+
+
+class RecordingBus(Bus):
+    """Publishes nowhere; remembers what it was given."""
+
+    def __init__(self) -> None:
+        self.published: list[str] = []
+
+    async def start(self) -> None: ...
+
+    async def stop(self) -> None: ...
+
+    async def publish(self, topic: str, events: Sequence[Event]) -> None:
+        self.published += [e.id for e in events]
+
+    def consumer(self, group: str, topics: Sequence[str]) -> Consumer:
+        raise NotImplementedError
+
+    async def ping(self) -> None: ...
+
+
+class CountingRelay(OutboxRelay):
+    attempts = 0
+
+    async def relay_once(self) -> int:
+        self.attempts += 1
+        return await super().relay_once()
+
+
+def event(event_id: str) -> Event:
+    return Event(id=event_id, type="lead.scored", source="test", time=datetime.now(UTC), key="lead-1",
+                 data={"lead_id": "lead-1"})
+
+
+async def queue(db: Database, event_id: str) -> None:
+    async with db.transaction() as conn:
+        await add_events(conn, "lead-events", [event(event_id)])
+
+
+async def attempts_while_locked(database_url: str, *, own_rows: bool) -> tuple[int, list[str]]:
+    """Hold the relay lock for WINDOW seconds with a row queued (by this relay's process or by
+    another), count the relay's attempts meanwhile; then let go and wait for the row to be published."""
+    mine, other, holder = Database(database_url), Database(database_url), Database(database_url)
+    bus = RecordingBus()
+    relay = CountingRelay(mine, bus)
+    stop = asyncio.Event()
+    task = asyncio.create_task(relay.run(stop))
+    try:
+        async with holder.transaction() as conn:
+            await conn.execute(text("SELECT pg_advisory_xact_lock(:k)"), {"k": RELAY_LOCK_ID})
+            await queue(mine if own_rows else other, "e-1")
+            relay.attempts = 0
+            await asyncio.sleep(WINDOW)  # an observation window, not a synchronisation
+            attempts = relay.attempts
+        for _ in range(200):  # the lock is free: the row goes out within the relay's idle interval
+            if bus.published:
+                break
+            await asyncio.sleep(0.025)
+        async with mine.read() as conn:
+            assert (await conn.execute(select(func.count()).select_from(outbox))).scalar_one() == 0
+        return attempts, bus.published
+    finally:
+        stop.set()
+        await task
+        for db in (mine, other, holder):
+            await db.dispose()
+
+
+async def test_a_relay_does_not_spin_on_the_lock_for_rows_another_process_queued(database_url: str) -> None:
+    attempts, published = await attempts_while_locked(database_url, own_rows=False)
+    assert published == ["e-1"]
+    # Idle polling (every 0.2 s) only; retrying every 5 ms would have made about 100 attempts.
+    assert attempts <= 5, f"{attempts} attempts in {WINDOW}s while another relay held the lock"
+
+
+async def test_a_relay_retries_soon_for_rows_its_own_process_queued(database_url: str) -> None:
+    attempts, published = await attempts_while_locked(database_url, own_rows=True)
+    assert published == ["e-1"]
+    assert attempts > 5, f"only {attempts} attempts in {WINDOW}s: this process's rows would wait"
