@@ -82,7 +82,7 @@ def _postgres_engine(url: str, pool_size: int) -> AsyncEngine:
         # as pool_pre_ping would, in one round trip. pool_pre_ping's asyncpg ping takes three (BEGIN,
         # a prepared ";", ROLLBACK), which py-spy showed as 7 % of the notifier's time under load.
         # asyncpg sends an execute() without arguments in the simple protocol: nothing is prepared, so
-        # it also suits pgbouncer. (Not the empty query: asyncpg 0.30 fails on its empty response.)
+        # it also suits pgbouncer. (Not the empty query: asyncpg 0.32 fails on its empty response.)
         try:
             dbapi_connection.run_async(lambda driver: driver.execute("SELECT 1"))
         except Exception as exc:  # the pool drops this connection and connects a new one
