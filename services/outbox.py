@@ -60,33 +60,38 @@ class OutboxRelay:
         self.idle_interval = idle_interval
         self.published = 0
         self._wakeup = asyncio.Event()
+        self._own_rows = False  # this process committed outbox rows since its relay last read them
         db.on_commit(self._on_commit)
 
     def _on_commit(self, flags: dict[str, Any]) -> None:
         if flags.get("outbox_dirty"):
+            self._own_rows = True
             self._wakeup.set()
 
     async def run(self, stop: asyncio.Event) -> None:
         """Relay until ``stop`` is set; database or bus failures back off and retry, never drop rows."""
         backoff = 0.1
         while not stop.is_set():
+            # Cleared before the round reads: rows committed while it runs (after its read) set it
+            # again and get the next round at once, not the idle poll.
+            self._wakeup.clear()
+            own_rows, self._own_rows = self._own_rows, False
             try:
                 moved = await self.relay_once()
                 backoff = 0.1
-                if moved < 0:  # another process's relay holds the lock, briefly
-                    if self._wakeup.is_set():  # rows this process queued may be waiting: try again soon
-                        await _wait(stop, 0.005)
-                    else:  # that relay's own rows: it goes on with them itself; ours will wake us
-                        await wait_any(stop, self._wakeup, self.idle_interval)
-                    continue
             except (SQLAlchemyError, OSError, BusError) as exc:
+                self._own_rows |= own_rows  # nothing was published
                 log.warning("outbox relay: %s; retrying in %.1fs", exc, backoff)
-                moved = 0
                 await _wait(stop, backoff)
                 backoff = min(backoff * 2, 5.0)
                 continue
-            if moved < self.batch_size:
-                self._wakeup.clear()
+            if moved < 0:  # another process's relay holds the lock, briefly
+                self._own_rows |= own_rows
+                if self._own_rows:  # rows this process queued are waiting: try again soon
+                    await _wait(stop, 0.005)
+                else:  # the holder's rows: it goes on with them itself; a commit of ours wakes us
+                    await wait_any(stop, self._wakeup, self.idle_interval)
+            elif moved < self.batch_size:
                 await wait_any(stop, self._wakeup, self.idle_interval)
 
     async def relay_once(self) -> int:
