@@ -55,6 +55,7 @@ from services.events import (
     utcnow,
 )
 from services.idempotency import claim_new
+from services.lead_store import stage_move
 from services.outbox import mark_queued
 from services.stage_chain import refresh_stage_chain
 
@@ -236,10 +237,11 @@ class _Batch:
             before = work.stage
             work.stage = scoring_stage(work.stage, work.known, work.state.has_positive_engagement)
             if before != work.stage or work.is_new:
-                work.stage_changed_at = now
-                history.append({"lead_id": work.id, "from_stage": None if work.is_new else before,
-                                "to_stage": work.stage, "at": now,
-                                "cause": _stage_cause(before, work.stage, work.new_touchpoints, work.is_new)})
+                moved, history_row = stage_move(
+                    work.id, None if work.is_new else before, work.stage, at=now,
+                    cause=_stage_cause(before, work.stage, work.new_touchpoints, work.is_new))
+                work.stage_changed_at = moved["stage_changed_at"]
+                history.append(history_row)
                 if not work.is_new or work.stage != "anonymous":
                     self._emit(LEAD_STAGE_CHANGED, work.id, {
                         "lead_id": work.id, "from": before, "to": work.stage, "at": now.isoformat()})
