@@ -8,11 +8,9 @@ in-process writer, no round trips) the plain SQLAlchemy forms are used::
     links = await find_links(conn, [("email", "jane@acme.com"), ("anon", "a-1")])   # {identity: lead id}
     rows = await lock_leads(conn, ["3f2a...", "9b1c..."])          # FOR UPDATE, id order; with "rev"
     states = await load_states(conn, ["9b1c..."])                  # {lead id: stored score_state}
-    await insert_rows(conn, leads, new_rows)
-    await update_rows(conn, leads, "id", changed_rows)         # every row has the same keys
     new = await insert_links(conn, link_rows)                  # the (kind, value) pairs really inserted
 
-``insert_rows`` and ``update_rows`` are :mod:`services.db.arrays`'s, re-exported here for the consumer.
+Plain inserts and updates of many rows are :mod:`services.db.arrays`'s ``insert_rows`` and ``update_rows``.
 """
 
 from __future__ import annotations
@@ -25,11 +23,9 @@ from sqlalchemy.dialects import postgresql
 from sqlalchemy.engine import RowMapping
 from sqlalchemy.ext.asyncio import AsyncConnection
 
-from services.db.arrays import column_arrays, insert_rows, insert_text, update_rows
+from services.db.arrays import column_arrays, insert_text
 from services.db.dialect import insert_ignore, lock
 from services.db.models import lead_identities, leads
-
-__all__ = ["REV", "find_links", "insert_links", "insert_rows", "load_states", "lock_leads", "update_rows"]
 
 Identity = tuple[str, str]  # (kind, value)
 Row = Mapping[str, Any]

@@ -28,12 +28,13 @@ from pydantic import TypeAdapter
 from sqlalchemy import update
 from sqlalchemy.ext.asyncio import AsyncConnection
 
-from scoring.bulk import REV, find_links, insert_links, insert_rows, load_states, lock_leads, update_rows
+from scoring.bulk import REV, find_links, insert_links, load_states, lock_leads
 from scoring.cache import DEFAULT_MAX_LEADS, StateCache
 from scoring.rules import RuleSet, Score
 from scoring.stages import scoring_stage, stage_rank
 from scoring.state import LeadScoreState
 from services.consumer import Handler
+from services.db.arrays import insert_rows, update_rows
 from services.db.database import Database
 from services.db.models import (
     lead_identities,
