@@ -14,12 +14,11 @@ from __future__ import annotations
 
 import os
 import time
-from collections.abc import Awaitable, Callable, Coroutine
+from collections.abc import Awaitable, Callable
 from datetime import datetime
-from typing import Any, cast
+from typing import Any
 
 from fastapi import APIRouter, Request, Response
-from fastapi.routing import APIRoute
 from pydantic import BaseModel
 
 from ingest import metrics
@@ -45,6 +44,7 @@ from ingest.signatures import (
 from ingest.writer import TouchpointWriter, Unavailable, WriteResult
 from services.config import HandoffConfig, Source
 from services.events import Touchpoint, utcnow
+from services.http.direct import DirectRoute
 from services.http.errors import ORJSONResponse, error_response
 
 RETRY_AFTER_SECONDS = "2"
@@ -73,22 +73,6 @@ _TOUCHPOINT_SCHEMA = TouchpointIn.model_json_schema()
 _BATCH_SCHEMA = {"type": "object", "required": ["touchpoints"], "properties": {
     "touchpoints": {"type": "array", "items": _TOUCHPOINT_SCHEMA, "minItems": 1, "maxItems": 500}}}
 _ANY_JSON = {"type": "object", "additionalProperties": True}
-
-
-class DirectRoute(APIRoute):
-    """A route whose endpoint takes the ``Request`` and returns a ``Response`` itself, called directly.
-
-    FastAPI's usual handler solves the endpoint's dependencies on every request (query, header and
-    cookie parsing, a validation pass, the response model), a fifth of a small ingest request's
-    cost; these endpoints read and answer the raw request themselves and declare their body and
-    responses for the OpenAPI document only (``openapi_extra``, ``responses``)::
-
-        router.add_api_route("/v1/x", endpoint, methods=["POST"], route_class_override=DirectRoute)
-    """
-
-    def get_route_handler(self) -> Callable[[Request], Coroutine[Any, Any, Response]]:
-        endpoint = cast(Callable[[Request], Coroutine[Any, Any, Response]], self.endpoint)
-        return endpoint
 
 
 def _body_doc(schema: dict[str, Any]) -> dict[str, Any]:

@@ -10,7 +10,7 @@ Every refusal is an :class:`IngestError` carrying the HTTP ``status`` and the co
 
     except IngestError as exc:
         return JSONResponse(exc.to_body(), status_code=exc.status)
-        # {"error": {"code": "body_too_large", "message": "...", "details": None}}
+        # {"error": {"code": "payload_too_large", "message": "...", "details": None}}
 
 Status choices: a body that is not JSON (or nests too deep, or is empty) is ``400 bad_body``: the
 request is malformed, it never reached the schema. ``422 invalid_payload`` is kept for JSON that
@@ -57,7 +57,7 @@ class IngestError(Exception):
 
 
 class BodyTooLarge(IngestError):
-    code = "body_too_large"
+    code = "payload_too_large"
     status = 413
 
 

@@ -12,6 +12,7 @@ from typing import Any
 from fastapi import FastAPI, Request, Response
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
+from services.http.direct import DirectDispatchApp
 from services.http.errors import ORJSONResponse, error_response, install_error_handlers
 from services.http.links import add_cross_service_links
 from services.runtime import Container
@@ -20,7 +21,7 @@ MAX_BODY_BYTES = 1024 * 1024  # contract: a body over 1 MiB is refused with 413,
 
 
 def create_app(container: Container) -> FastAPI:
-    app = FastAPI(
+    app = DirectDispatchApp(
         title="Lead handoff service",
         version="0.1.0",
         description="Touchpoint ingest, lead scoring, MQL->SQL routing, CRM push and response-time SLAs.",
@@ -69,6 +70,7 @@ def create_app(container: Container) -> FastAPI:
     for part in container.parts.values():
         for router in part.routers:
             app.include_router(router)
+            app.add_direct_routes(router)
     _link_services_in_schema(app)
     return app
 

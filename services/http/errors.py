@@ -75,5 +75,10 @@ def install_error_handlers(app: FastAPI) -> None:
 
     @app.exception_handler(Exception)
     async def _unexpected(_request: Request, exc: Exception) -> ORJSONResponse:
-        log.exception("unhandled error: %s", type(exc).__name__)
-        return error_response(500, "internal_error", "the service failed to handle the request; it is logged")
+        return internal_error(exc)
+
+
+def internal_error(exc: Exception) -> ORJSONResponse:
+    """Log an error no handler expected (with its traceback) and answer 500 without its details."""
+    log.exception("unhandled error: %s", type(exc).__name__)
+    return error_response(500, "internal_error", "the service failed to handle the request; it is logged")

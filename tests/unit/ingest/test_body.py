@@ -80,7 +80,7 @@ def test_gzip_bomb_is_413_without_allocating_the_whole_expansion() -> None:
         _, peak = tracemalloc.get_traced_memory()
     finally:
         tracemalloc.stop()
-    assert exc.value.code == "body_too_large"
+    assert exc.value.code == "payload_too_large"
     assert peak < 4 * LIMIT, f"decompression peaked at {peak} bytes"
 
 
@@ -151,7 +151,7 @@ def test_json_depth_counts_containers_not_scalars() -> None:
 
 
 def test_errors_carry_status_code_and_the_contract_body() -> None:
-    cases = [(BodyTooLarge("x"), 413, "body_too_large"), (BadBody("x"), 400, "bad_body"),
+    cases = [(BodyTooLarge("x"), 413, "payload_too_large"), (BadBody("x"), 400, "bad_body"),
              (UnsupportedEncoding("x"), 415, "unsupported_encoding"), (Unauthorized("x"), 401, "unauthorized"),
              (UnknownSource("x"), 404, "unknown_source")]
     for error, status, code in cases:
