@@ -22,7 +22,7 @@ import uuid
 from collections import defaultdict
 from collections.abc import Sequence
 from datetime import timedelta
-from typing import Any
+from typing import Any, cast
 
 from sqlalchemy import ColumnElement, and_, delete, select, update
 from sqlalchemy.exc import SQLAlchemyError
@@ -88,22 +88,13 @@ class LocalBus(Bus):
         by_partition: dict[int, list[Event]] = defaultdict(list)
         for event in events:
             by_partition[partition_for(event.key, self.partitions)].append(event)
+        counts = {partition: len(batch) for partition, batch in by_partition.items()}
+        ends = await _claim_offsets(conn, full, counts)
         now = utcnow()
         rows: list[tuple[Any, ...]] = []
-        # Sorted partitions: two publishers lock the partition rows in one order and never deadlock.
         for partition in sorted(by_partition):
             batch = by_partition[partition]
-            end = (await conn.execute(
-                update(bus_partitions)
-                .where(bus_partitions.c.topic == full, bus_partitions.c.partition == partition)
-                .values(next_offset=bus_partitions.c.next_offset + len(batch))
-                .returning(bus_partitions.c.next_offset)
-            )).scalar_one_or_none()
-            if end is None:  # a topic created after start (tests with custom topics)
-                await conn.execute(insert_ignore(conn, bus_partitions),
-                                   [{"topic": full, "partition": partition, "next_offset": len(batch)}])
-                end = len(batch)
-            first = end - len(batch)
+            first = ends[partition] - len(batch)
             rows += [(full, partition, first + i, e.key, e.value(), e.headers(), now) for i, e in enumerate(batch)]
         # One executemany through the driver: Core's per-row parameter handling cost more than the insert.
         await insert_many(conn, bus_log, _LOG_COLUMNS, rows)
@@ -274,3 +265,40 @@ class LocalConsumer(Consumer):
 
 
 __all__ = ["BusUnavailable", "LocalBus", "LocalConsumer"]
+
+
+async def _claim_offsets(conn: AsyncConnection, topic: str, counts: dict[int, int]) -> dict[int, int]:
+    """Advance each partition's ``next_offset`` by its count under the row lock; return the new ends.
+
+    SQLite: one ``UPDATE ... RETURNING`` for every partition (the database has one write lock, so
+    the order rows are locked in cannot deadlock; each statement is a trip to the driver's thread).
+    PostgreSQL: one statement per partition, in partition order, so that two publishers lock the
+    rows in the same order and never deadlock.
+    """
+    ends: dict[int, int] = {}
+    if conn.dialect.name == "sqlite":
+        quote = conn.dialect.identifier_preparer.quote
+        part, nxt = quote("partition"), quote("next_offset")
+        cases = " ".join("WHEN ? THEN ?" for _ in counts)
+        sql = (f"UPDATE {quote(bus_partitions.name)} SET {nxt} = {nxt} + CASE {part} {cases} END "
+               f"WHERE {quote('topic')} = ? AND {part} IN ({', '.join('?' for _ in counts)}) "
+               f"RETURNING {part}, {nxt}")
+        params = (*(v for item in counts.items() for v in item), topic, *counts)
+        claimed = (await conn.exec_driver_sql(sql, params)).all()
+        ends.update(cast(list[tuple[int, int]], claimed))
+    else:
+        for partition in sorted(counts):
+            end = (await conn.execute(
+                update(bus_partitions)
+                .where(bus_partitions.c.topic == topic, bus_partitions.c.partition == partition)
+                .values(next_offset=bus_partitions.c.next_offset + counts[partition])
+                .returning(bus_partitions.c.next_offset)
+            )).scalar_one_or_none()
+            if end is not None:
+                ends[partition] = end
+    missing = [p for p in sorted(counts) if p not in ends]
+    if missing:  # a topic created after start (tests with custom topics)
+        await conn.execute(insert_ignore(conn, bus_partitions),
+                           [{"topic": topic, "partition": p, "next_offset": counts[p]} for p in missing])
+        ends.update((p, counts[p]) for p in missing)
+    return ends
