@@ -129,7 +129,7 @@ class KafkaBus(Bus):
             by_partition: dict[int, list[tuple[bytes, bytes, list[tuple[str, bytes]]]]] = {}
             for e in events:
                 key = e.key.encode()
-                record = (key, e.value(), [(k, v.encode()) for k, v in e.headers().items()])
+                record = (key, e.value(), e.wire_headers())
                 by_partition.setdefault(self._partition_of(full, key, partitions), []).append(record)
             futures = []
             for partition, records in by_partition.items():
