@@ -88,17 +88,22 @@ class RouterHandler(Handler):
         self.router = Router(config)
 
     async def handle(self, events: list[Event]) -> None:
-        relevant = [e for e in events if e.type in (LEAD_SCORED, LEAD_REASSIGN_REQUESTED)]
+        relevant: dict[str, LeadScored | ReassignRequested] = {}
+        for e in events:
+            if e.type == LEAD_SCORED:
+                scored = LeadScored.model_validate(e.data)
+                if self._may_move(scored):
+                    relevant[e.id] = scored
+            elif e.type == LEAD_REASSIGN_REQUESTED:
+                relevant[e.id] = ReassignRequested.model_validate(e.data)
         if not relevant:
             return
         async with self.db.transaction() as conn:
             # The routing lock first, before any lead row: every router takes its locks in one order, so two
             # routers never deadlock (a lead lock, then the routing lock, against the reverse).
             await self._routing_lock(conn)
-            fresh = await claim_new(conn, self.group, [e.id for e in relevant])
-            todo: list[LeadScored | ReassignRequested] = [
-                LeadScored.model_validate(e.data) if e.type == LEAD_SCORED else ReassignRequested.model_validate(e.data)
-                for e in relevant if e.id in fresh]
+            fresh = await claim_new(conn, self.group, list(relevant))
+            todo = [item for event_id, item in relevant.items() if event_id in fresh]
             # Most scored leads do not qualify: one locking read of all the batch's leads, not one per event.
             rows = await self._lock_leads(conn, {item.lead_id for item in todo})
             snapshot = _Snapshot()  # rep loads, cursors and account owners, read once per batch under the lock
@@ -115,6 +120,16 @@ class RouterHandler(Handler):
                 else:
                     await self._on_reassign(conn, row, item, snapshot, writes)
             await writes.flush(conn)
+
+    def _may_move(self, scored: LeadScored) -> bool:
+        """Whether the lead as this event scored it would change stage. Most scored leads do not
+        qualify: those events are left alone without a transaction (nothing to claim either: handling
+        one again changes nothing). The decision itself is taken on the locked row, which may be newer
+        than the event; a row newer in score or traits has its own ``lead.scored`` event still to come.
+        (A lead recycled since this event was scored waits for its next score to re-qualify.)"""
+        lead = {"fit": scored.fit, "engagement": scored.engagement, "total": scored.total,
+                "traits": scored.traits, "email": scored.email, "company_domain": scored.company_domain}
+        return self.qualifier.qualify(lead, scored.stage, scored.rules_hit).stage is not None
 
     async def _lock_leads(self, conn: AsyncConnection, lead_ids: Collection[str]) -> dict[str, Mapping[str, Any]]:
         """The leads' rows (the columns routing reads), locked, in id order (as the scoring consumer locks)."""

@@ -9,7 +9,7 @@ from sqlalchemy import select
 from router.consumer import RouterHandler
 from services.config import load_config
 from services.db.database import Database
-from services.db.models import account_owners, assignments, leads, stage_history
+from services.db.models import account_owners, assignments, leads, processed_events, stage_history
 from services.events import LEAD_REASSIGN_REQUESTED, LEAD_SCORED, Event, LeadScored, ReassignRequested, utcnow
 from tests.support.leadfactory import add_lead
 
@@ -78,3 +78,25 @@ async def test_a_reassignment_in_the_batch_that_assigned_the_lead_ends_that_assi
     assert len(ended) == 1 and ended[0].rep_id in everyone
     assert len(still_open) == 1 and still_open[0].rep_id is None  # the fallback queue's row
     assert tuple(lead) == ("mql", None)
+
+
+async def test_scored_events_that_cannot_move_their_lead_are_left_without_a_transaction(db: Database) -> None:
+    # Decided on the event's own scores: the cold lead's row says it would qualify, but its event
+    # does not; its next lead.scored (which a newer row always has) decides then.
+    now = utcnow()
+    async with db.transaction() as conn:
+        await add_lead(conn, id="cold", email="cold@acme.com", stage="engaged", fit=20, engagement=60,
+                       created_at=now)
+        await add_lead(conn, id="hot", email="hot@acme.com", stage="engaged", fit=20, engagement=60, created_at=now)
+    handler = RouterHandler(db, load_config(None))
+    commits: list[object] = []
+    db.on_commit(commits.append)
+    await handler.handle([scored("cold", 1, 25), scored("cold", 2, 30)])
+    assert commits == []  # no transaction at all
+    await handler.handle([scored("cold", 3, 30), scored("hot", 1, 80)])
+    async with db.read() as conn:
+        claimed = set((await conn.execute(select(processed_events.c.event_id)
+                                          .where(processed_events.c.consumer == "router"))).scalars())
+        stages = dict((await conn.execute(select(leads.c.id, leads.c.stage))).all())
+    assert claimed == {"scored-hot-1"}
+    assert stages == {"cold": "engaged", "hot": "sql"}
