@@ -53,7 +53,7 @@ async def _until(condition: object, timeout: float = 5.0) -> None:
 @pytest.mark.parametrize("concurrency", [1, 2])
 async def test_gatherings_in_flight_at_once_never_exceed_the_sinks_concurrency(concurrency: int) -> None:
     sink = GatedSink(concurrency)
-    writer = TouchpointWriter(sink)
+    writer = TouchpointWriter(sink, parallel_min=1)
     stop = asyncio.Event()
     runner = asyncio.create_task(writer.run(stop))
     first = asyncio.create_task(writer.submit([tp("a")]))
@@ -73,9 +73,33 @@ async def test_gatherings_in_flight_at_once_never_exceed_the_sinks_concurrency(c
     await runner
 
 
+async def test_a_small_gathering_waits_for_the_one_in_flight() -> None:
+    sink = GatedSink(2)
+    writer = TouchpointWriter(sink, parallel_min=3)
+    stop = asyncio.Event()
+    runner = asyncio.create_task(writer.run(stop))
+    first = asyncio.create_task(writer.submit([tp("a")]))
+    await _until(lambda: sink.in_flight == 1)
+    small = asyncio.create_task(writer.submit([tp("b")]))
+    await asyncio.sleep(0.05)
+    assert sink.in_flight == 1  # one touchpoint waiting: not worth a second gathering beside the first
+    more = asyncio.create_task(writer.submit([tp("c"), tp("d")]))
+    await _until(lambda: sink.in_flight == 2)  # three waiting: they go out beside the first
+    assert sink.writes == [["a"], ["b", "c", "d"]]
+    sink.gate.set()
+    assert await asyncio.gather(first, small, more) == [WriteResult(1, 0), WriteResult(1, 0), WriteResult(2, 0)]
+    sink.gate.clear()
+    lone = asyncio.create_task(writer.submit([tp("e")]))  # nothing in flight: it goes at once
+    await _until(lambda: sink.in_flight == 1)
+    sink.gate.set()
+    assert await lone == WriteResult(1, 0)
+    stop.set()
+    await runner
+
+
 async def test_stopping_answers_the_writes_in_flight_and_refuses_the_rest() -> None:
     sink = GatedSink(2)
-    writer = TouchpointWriter(sink)
+    writer = TouchpointWriter(sink, parallel_min=1)
     stop = asyncio.Event()
     runner = asyncio.create_task(writer.run(stop))
     flying = [asyncio.create_task(writer.submit([tp("a")]))]
