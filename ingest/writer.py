@@ -7,9 +7,10 @@
 Concurrent requests hand their touchpoints to one writer task, which makes whatever has gathered
 durable in one go (one database transaction, or one Kafka batch) and then answers every request.
 Each answer still waits for its own touchpoints' durability. Where the sink allows it
-(``Sink.concurrency``: Kafka with PostgreSQL), several gatherings are in flight at once, so that
-the process is not idle while Kafka acknowledges one. The queue is bounded: when it is full
-the request waits a little, then gets 503 (back-pressure, never an unbounded buffer).
+(``Sink.concurrency``: Kafka with PostgreSQL) and enough touchpoints wait (``parallel_min``),
+several gatherings are in flight at once, so that the process is not idle while Kafka acknowledges
+one. The queue is bounded: when it is full the request waits a little, then gets 503 (back-pressure,
+never an unbounded buffer).
 """
 
 from __future__ import annotations
