@@ -20,9 +20,7 @@ import logging
 from abc import ABC, abstractmethod
 from collections.abc import Sequence
 from dataclasses import dataclass
-from datetime import datetime, timedelta
-from functools import lru_cache
-from typing import Any
+from datetime import datetime
 
 from pydantic import TypeAdapter
 from sqlalchemy.exc import SQLAlchemyError
@@ -48,43 +46,21 @@ class WriteResult:
     duplicates: int
 
 
+_TOUCHPOINT_LIST = TypeAdapter(list[Touchpoint])
+
+
+def to_events(touchpoints: Sequence[Touchpoint]) -> list[Event]:
+    """The ``touchpoint.received`` event of each touchpoint, its data ``tp.model_dump(mode="json")``.
+
+    The data of the whole list is dumped in one call: a third of the cost of one call per touchpoint
+    (ingest's batch path makes an event of every touchpoint it accepts)."""
+    data = _TOUCHPOINT_LIST.dump_python(list(touchpoints), mode="json")
+    return [Event(id=tp.event_id, type=TOUCHPOINT_RECEIVED, source=f"ingest/{tp.source}", time=tp.received_at,
+                  key=tp.identity_key(), data=item) for tp, item in zip(touchpoints, data, strict=True)]
+
+
 def to_event(tp: Touchpoint) -> Event:
-    return Event(id=tp.event_id, type=TOUCHPOINT_RECEIVED, source=f"ingest/{tp.source}", time=tp.received_at,
-                 key=tp.identity_key(), data=touchpoint_data(tp))
-
-
-def touchpoint_data(tp: Touchpoint) -> dict[str, Any]:
-    """``tp.model_dump(mode="json")``, about four times faster (a property test keeps them equal).
-
-    ``properties`` and ``traits`` are passed as they are: every touchpoint ingest builds holds what
-    a JSON body parsed into (or what an adapter derived from it), which is JSON already.
-    """
-    return {
-        "event_id": tp.event_id, "type": tp.type, "occurred_at": json_time(tp.occurred_at),
-        "received_at": json_time(tp.received_at), "source": tp.source, "email": tp.email, "user_id": tp.user_id,
-        "anonymous_id": tp.anonymous_id, "previous_id": tp.previous_id, "campaign": tp.campaign,
-        "properties": tp.properties, "traits": tp.traits,
-    }
-
-
-_ZERO = timedelta(0)
-_DATETIME = TypeAdapter(datetime)
-
-
-def json_time(value: datetime) -> str:
-    """A datetime as pydantic writes it in JSON mode (``...Z`` for UTC, ``+02:00`` otherwise)."""
-    # A batch's touchpoints share their received_at, often their occurred_at. The offset is part of the
-    # key: 10:00Z and 12:00+02:00 are equal datetimes but are written differently.
-    return _json_time(value, value.utcoffset())
-
-
-@lru_cache(maxsize=4096)
-def _json_time(value: datetime, offset: timedelta | None) -> str:
-    if offset == _ZERO:
-        return value.replace(tzinfo=None).isoformat() + "Z"
-    if offset is not None and not offset.seconds % 60 and not offset.microseconds:
-        return value.isoformat()
-    return str(_DATETIME.dump_python(value, mode="json"))  # naive, or an offset in seconds: rare
+    return to_events([tp])[0]
 
 
 def _id_rows(touchpoints: Sequence[Touchpoint]) -> list[tuple[str, str, datetime]]:
@@ -114,7 +90,7 @@ class EmbeddedSink(Sink):
     async def write(self, touchpoints: Sequence[Touchpoint]) -> set[str]:
         async with self.db.transaction() as conn:
             fresh = set(await insert_new(conn, ingest_events, _ID_COLUMNS, _id_rows(touchpoints)))
-            await self.bus.publish_in(conn, TOUCHPOINTS, [to_event(t) for t in touchpoints if t.event_id in fresh])
+            await self.bus.publish_in(conn, TOUCHPOINTS, to_events([t for t in touchpoints if t.event_id in fresh]))
         return fresh
 
 
@@ -143,14 +119,14 @@ class KafkaSink(Sink):
             async with self.db.transaction() as conn:
                 new = set(await insert_new(conn, ingest_events, _ID_COLUMNS, sorted(_id_rows(touchpoints))))
                 if new:
-                    await self.bus.publish(TOUCHPOINTS, [to_event(t) for t in touchpoints if t.event_id in new])
+                    await self.bus.publish(TOUCHPOINTS, to_events([t for t in touchpoints if t.event_id in new]))
             return new
         # SQLite: a write transaction holds the database's only write lock; not while Kafka answers.
         async with self.db.read() as conn:
             fresh = await self._fresh(conn, touchpoints)
         if not fresh:
             return set()
-        await self.bus.publish(TOUCHPOINTS, [to_event(t) for t in fresh])
+        await self.bus.publish(TOUCHPOINTS, to_events(fresh))
         async with self.db.transaction() as conn:
             await insert_many(conn, ingest_events, _ID_COLUMNS, _id_rows(fresh), ignore_conflicts=True)
         return {t.event_id for t in fresh}

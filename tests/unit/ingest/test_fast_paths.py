@@ -12,7 +12,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from ingest.body import deeper_than, json_depth, parse_json
-from ingest.writer import json_time, to_event, touchpoint_data
+from ingest.writer import to_event, to_events
 from services.bus.kafka import KafkaBus
 from services.events import Touchpoint
 
@@ -47,30 +47,21 @@ def test_parse_json_refuses_deep_nesting_whatever_the_bracket_count() -> None:
         raise AssertionError("33 levels were accepted")
 
 
-@settings(max_examples=300, deadline=None)
-@given(value=_times)
-def test_json_time_is_pydantic_json_mode(value: datetime) -> None:
-    from pydantic import TypeAdapter
-
-    assert json_time(value) == TypeAdapter(datetime).dump_python(value, mode="json")
-    # Equal instants in other zones are written with their own offset (the memo keys on it).
-    other = value.astimezone(timezone(timedelta(hours=3)))
-    assert json_time(other) == TypeAdapter(datetime).dump_python(other, mode="json")
-
-
 @settings(max_examples=200, deadline=None)
 @given(occurred=_times, received=_times, props=st.dictionaries(st.text(max_size=4), _json, max_size=4),
        traits=st.dictionaries(st.text(max_size=4), _json, max_size=3),
        email=st.none() | st.just("jane@acme.com"), campaign=st.none() | st.text(max_size=5))
-def test_touchpoint_data_is_model_dump_json(occurred: datetime, received: datetime, props: dict[str, Any],
-                                            traits: dict[str, Any], email: str | None,
-                                            campaign: str | None) -> None:
+def test_event_data_is_the_touchpoints_model_dump_json(occurred: datetime, received: datetime,
+                                                        props: dict[str, Any], traits: dict[str, Any],
+                                                        email: str | None, campaign: str | None) -> None:
     tp = Touchpoint(event_id="e1", type="page_view", occurred_at=occurred, received_at=received, source="web",
                     email=email, anonymous_id="a1", campaign=campaign, properties=props, traits=traits)
-    assert touchpoint_data(tp) == tp.model_dump(mode="json")
-    assert list(touchpoint_data(tp)) == list(Touchpoint.model_fields)  # same key order: same bytes
-    event = to_event(tp)
-    assert event.data == tp.model_dump(mode="json") and event.key == tp.identity_key() and event.id == "e1"
+    other = tp.model_copy(update={"event_id": "e2", "email": None, "user_id": "u2"})
+    first, second = to_events([tp, other])
+    assert first.data == tp.model_dump(mode="json") and second.data == other.model_dump(mode="json")
+    assert list(first.data) == list(Touchpoint.model_fields)  # same key order: same bytes
+    assert (first.key, first.id, second.key, second.id) == (tp.identity_key(), "e1", other.identity_key(), "e2")
+    assert to_event(tp) == first
 
 
 @given(key=st.binary(min_size=1, max_size=40), count=st.integers(1, 12))
