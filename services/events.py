@@ -48,17 +48,21 @@ def new_id() -> str:
     return str(uuid.uuid4())
 
 
-_CE_SPECVERSION, _CE_ID = "ce_specversion", "ce_id"
-_CE_SPECVERSION_BYTES = CE_SPECVERSION.encode()
+@lru_cache(maxsize=256)
+def _shared_headers(type: str, source: str, time: datetime, offset: timedelta | None) -> dict[str, str]:
+    # Events published together mostly share all but their id: this part is built once. The offset
+    # is part of the key: 10:00Z and 12:00+02:00 are equal datetimes (one cache entry without it) but
+    # their isoformat() differs. Callers copy the dict, never change it.
+    return {"ce_type": type, "ce_source": source, "ce_time": time.isoformat(), "content-type": "application/json"}
 
 
 @lru_cache(maxsize=256)
 def _shared_wire_headers(type: str, source: str, time: datetime, offset: timedelta | None
                          ) -> tuple[tuple[str, bytes], ...]:
-    # The offset is part of the key: 10:00Z and 12:00+02:00 are equal datetimes (one cache entry
-    # without it) but their isoformat() differs.
-    return (("ce_type", type.encode()), ("ce_source", source.encode()), ("ce_time", time.isoformat().encode()),
-            ("content-type", b"application/json"))
+    return tuple((k, v.encode()) for k, v in _shared_headers(type, source, time, offset).items())
+
+
+_CE_SPECVERSION_BYTES = CE_SPECVERSION.encode()
 
 
 class Event(BaseModel):
@@ -80,19 +84,12 @@ class Event(BaseModel):
 
     def headers(self) -> dict[str, str]:
         """CloudEvents Kafka protocol binding, binary content mode."""
-        return {
-            "ce_specversion": CE_SPECVERSION,
-            "ce_id": self.id,
-            "ce_type": self.type,
-            "ce_source": self.source,
-            "ce_time": self.time.isoformat(),
-            "content-type": "application/json",
-        }
+        return {"ce_specversion": CE_SPECVERSION, "ce_id": self.id,
+                **_shared_headers(self.type, self.source, self.time, self.time.utcoffset())}
 
     def wire_headers(self) -> list[tuple[str, bytes]]:
-        """:meth:`headers` as Kafka record headers (encoded), in the same order. Events published
-        together mostly share their type, source and time: that part is encoded once."""
-        return [(_CE_SPECVERSION, _CE_SPECVERSION_BYTES), (_CE_ID, self.id.encode()),
+        """:meth:`headers` as Kafka record headers (encoded), in the same order."""
+        return [("ce_specversion", _CE_SPECVERSION_BYTES), ("ce_id", self.id.encode()),
                 *_shared_wire_headers(self.type, self.source, self.time, self.time.utcoffset())]
 
     def value(self) -> bytes:

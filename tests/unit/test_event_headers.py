@@ -21,6 +21,9 @@ texts = st.text(min_size=1, max_size=20)
 def test_wire_headers_are_the_encoded_cloudevents_headers(specs: list[tuple[str, str, str, datetime]]) -> None:
     for event_id, event_type, source, time in specs:
         event = Event(id=event_id, type=event_type, source=source, time=time, key="k", data={})
+        assert event.headers() == {"ce_specversion": "1.0", "ce_id": event_id, "ce_type": event_type,
+                                   "ce_source": source, "ce_time": time.isoformat(),
+                                   "content-type": "application/json"}
         assert event.wire_headers() == [(k, v.encode()) for k, v in event.headers().items()]
 
 
