@@ -51,7 +51,7 @@ ROW_COLUMNS = (leads.c.id, leads.c.stage, leads.c.owner, leads.c.merged_into, le
 
 
 def _lead(row: Mapping[str, Any]) -> dict[str, Any]:
-    """The lead as qualification and routing rules see it."""
+    """The lead as qualification and routing rules see it (from its row, or a lead.scored event's fields)."""
     return {"fit": row["fit"], "engagement": row["engagement"], "total": row["total"], "traits": row["traits"],
             "email": row["email"], "company_domain": row["company_domain"]}
 
@@ -127,9 +127,7 @@ class RouterHandler(Handler):
         one again changes nothing). The decision itself is taken on the locked row, which may be newer
         than the event; a row newer in score or traits has its own ``lead.scored`` event still to come.
         (A lead recycled since this event was scored waits for its next score to re-qualify.)"""
-        lead = {"fit": scored.fit, "engagement": scored.engagement, "total": scored.total,
-                "traits": scored.traits, "email": scored.email, "company_domain": scored.company_domain}
-        return self.qualifier.qualify(lead, scored.stage, scored.rules_hit).stage is not None
+        return self.qualifier.qualify(_lead(dict(scored)), scored.stage, scored.rules_hit).stage is not None
 
     async def _lock_leads(self, conn: AsyncConnection, lead_ids: Collection[str]) -> dict[str, Mapping[str, Any]]:
         """The leads' rows (the columns routing reads), locked, in id order (as the scoring consumer locks)."""

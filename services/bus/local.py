@@ -264,8 +264,6 @@ class LocalConsumer(Consumer):
         return out
 
 
-__all__ = ["BusUnavailable", "LocalBus", "LocalConsumer"]
-
 
 async def _claim_offsets(conn: AsyncConnection, topic: str, counts: dict[int, int]) -> dict[int, int]:
     """Advance each partition's ``next_offset`` by its count under the row lock; return the new ends.
@@ -302,3 +300,6 @@ async def _claim_offsets(conn: AsyncConnection, topic: str, counts: dict[int, in
                            [{"topic": topic, "partition": p, "next_offset": counts[p]} for p in missing])
         ends.update((p, counts[p]) for p in missing)
     return ends
+
+
+__all__ = ["BusUnavailable", "LocalBus", "LocalConsumer"]
