@@ -157,7 +157,7 @@ class TouchpointWriter:
         self.parallel_min = parallel_min
         self._queue: asyncio.Queue[_Pending] = asyncio.Queue(maxsize=max(1, max_queue // 50))
         self._queued = 0  # touchpoints waiting in the queue
-        self._enough = asyncio.Event()  # set when parallel_min are waiting, a write ends, or on stop
+        self._enough = asyncio.Event()  # set when parallel_min wait, a write ends, or on stop
         self._stopped = False
 
     async def submit(self, touchpoints: list[Touchpoint]) -> WriteResult:
@@ -181,12 +181,10 @@ class TouchpointWriter:
 
     async def run(self, stop: asyncio.Event) -> None:
         stop_task = asyncio.ensure_future(stop.wait())
-        slots = asyncio.Semaphore(self.sink.concurrency)
-        writes: set[asyncio.Task[None]] = set()
+        writes: set[asyncio.Task[None]] = set()  # the gatherings in flight
 
         def done(task: asyncio.Task[None]) -> None:
             writes.discard(task)
-            slots.release()
             self._enough.set()
 
         stop_task.add_done_callback(lambda _task: self._enough.set())
@@ -194,15 +192,16 @@ class TouchpointWriter:
             while True:
                 if stop.is_set() and self._queue.empty():
                     return
-                await slots.acquire()  # first a free slot: requests keep gathering while all are busy
-                while writes and self._queued < self.parallel_min and not stop.is_set():
-                    self._enough.clear()  # a small gathering waits for the one in flight instead
+                # Requests keep gathering while every slot is busy, or while a small gathering would
+                # only run beside the one in flight (once stopping, the rest goes out as slots free).
+                while len(writes) >= self.sink.concurrency or (
+                        writes and self._queued < self.parallel_min and not stop.is_set()):
+                    self._enough.clear()
                     await self._enough.wait()
                 get = asyncio.ensure_future(self._queue.get())
                 await asyncio.wait([get, stop_task], return_when=asyncio.FIRST_COMPLETED)
                 if not get.done():
                     get.cancel()
-                    slots.release()
                     continue
                 batch = [get.result()]
                 size = len(batch[0].touchpoints)
