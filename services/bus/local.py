@@ -264,7 +264,6 @@ class LocalConsumer(Consumer):
         return out
 
 
-
 async def _claim_offsets(conn: AsyncConnection, topic: str, counts: dict[int, int]) -> dict[int, int]:
     """Advance each partition's ``next_offset`` by its count under the row lock; return the new ends.
 

@@ -50,14 +50,21 @@ async def _until(condition: object, timeout: float = 5.0) -> None:
         await asyncio.sleep(0.005)
 
 
-@pytest.mark.parametrize("concurrency", [1, 2])
-async def test_gatherings_in_flight_at_once_never_exceed_the_sinks_concurrency(concurrency: int) -> None:
-    sink = GatedSink(concurrency)
-    writer = TouchpointWriter(sink, parallel_min=1)
+async def _started(sink: GatedSink, parallel_min: int
+                   ) -> tuple[TouchpointWriter, asyncio.Event, asyncio.Task[None], asyncio.Task[WriteResult]]:
+    """A running writer over ``sink``: (writer, its stop event, its task, a first request "a" held in flight)."""
+    writer = TouchpointWriter(sink, parallel_min=parallel_min)
     stop = asyncio.Event()
     runner = asyncio.create_task(writer.run(stop))
     first = asyncio.create_task(writer.submit([tp("a")]))
     await _until(lambda: sink.in_flight == 1)
+    return writer, stop, runner, first
+
+
+@pytest.mark.parametrize("concurrency", [1, 2])
+async def test_gatherings_in_flight_at_once_never_exceed_the_sinks_concurrency(concurrency: int) -> None:
+    sink = GatedSink(concurrency)
+    writer, stop, runner, first = await _started(sink, parallel_min=1)
     second = asyncio.create_task(writer.submit([tp("b")]))
     if concurrency > 1:
         await _until(lambda: sink.in_flight == 2)  # a second gathering while the first is held
@@ -75,11 +82,7 @@ async def test_gatherings_in_flight_at_once_never_exceed_the_sinks_concurrency(c
 
 async def test_a_small_gathering_waits_for_the_one_in_flight() -> None:
     sink = GatedSink(2)
-    writer = TouchpointWriter(sink, parallel_min=3)
-    stop = asyncio.Event()
-    runner = asyncio.create_task(writer.run(stop))
-    first = asyncio.create_task(writer.submit([tp("a")]))
-    await _until(lambda: sink.in_flight == 1)
+    writer, stop, runner, first = await _started(sink, parallel_min=3)
     small = asyncio.create_task(writer.submit([tp("b")]))
     await asyncio.sleep(0.05)
     assert sink.in_flight == 1  # one touchpoint waiting: not worth a second gathering beside the first
@@ -99,12 +102,8 @@ async def test_a_small_gathering_waits_for_the_one_in_flight() -> None:
 
 async def test_stopping_answers_the_writes_in_flight_and_refuses_the_rest() -> None:
     sink = GatedSink(2)
-    writer = TouchpointWriter(sink, parallel_min=1)
-    stop = asyncio.Event()
-    runner = asyncio.create_task(writer.run(stop))
-    flying = [asyncio.create_task(writer.submit([tp("a")]))]
-    await _until(lambda: sink.in_flight == 1)
-    flying.append(asyncio.create_task(writer.submit([tp("b")])))
+    writer, stop, runner, first = await _started(sink, parallel_min=1)
+    flying = [first, asyncio.create_task(writer.submit([tp("b")]))]
     await _until(lambda: sink.in_flight == 2)
     stop.set()
     await asyncio.sleep(0.05)
