@@ -246,7 +246,7 @@ class _Batch:
                 if not work.is_new or work.stage != "anonymous":
                     self._emit(LEAD_STAGE_CHANGED, work.id, {
                         "lead_id": work.id, "from": before, "to": work.stage, "at": now.isoformat()})
-            score = self.rules.score(work.state, now)
+            score = self.rules.score(work.state, now, engagement_lines=False)
             (inserts if work.is_new else updates).append(self._row(work, score))
             if work.causes:
                 score_rows.append({"lead_id": work.id, "at": now, "fit": score.fit, "engagement": score.engagement,
@@ -296,7 +296,7 @@ class _Batch:
                 raise IdentityRace(f"identity {kind}:{value} was linked to lead {lead_id} concurrently")
 
     def _row(self, work: LeadWork, score: Score | None = None) -> dict[str, Any]:
-        score = score or self.rules.score(work.state, self.now)
+        score = score or self.rules.score(work.state, self.now, engagement_lines=False)
         stored_state = work.state.to_json()
         if work.merged_into is None:
             stored_state[REV] = rev = self.states.new_rev()
@@ -307,7 +307,7 @@ class _Batch:
             "id": work.id, "stage": work.stage, "email": work.email,
             "company_domain": work.state.company_domain, "fit": score.fit, "engagement": score.engagement,
             "total": score.total, "traits": dict(work.state.traits), "score_state": stored_state,
-            "score": score.to_json(),
+            "score": score.stored_json(self.now_text),
             "source": work.source, "campaign": work.campaign, "merged_into": work.merged_into,
             "updated_at": self.now,
             # Unchanged unless this batch moved the lead: an update row carries it either way (one

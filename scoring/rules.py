@@ -40,6 +40,7 @@ from scoring.state import (
     stamp_time,
 )
 from services.config import Scoring
+from services.decay import decayed, per_second
 from services.matchers import Predicate, compile_when
 
 _DAY = timedelta(days=1)
@@ -94,13 +95,16 @@ class BreakdownLine(NamedTuple):
 
 @dataclass(frozen=True)
 class Score:
-    """A lead's score at one instant. ``total = fit + engagement``; engagement decays, fit does not."""
+    """A lead's score at one instant. ``total = fit + engagement``; engagement decays, fit does not.
+    ``breakdown`` holds the fit lines, then (unless it was left out) one line per engagement item."""
 
     fit: float
     engagement: float
     total: float
     breakdown: tuple[BreakdownLine, ...]
     rules_hit: frozenset[str]  # engagement rules counted at least once (for fast-track)
+    at: datetime  # the instant engagement was decayed to
+    half_life_days: float
 
     def to_json(self) -> dict[str, Any]:
         """The contract's lead ``score`` shape; numbers rounded to 2 decimals only here."""
@@ -112,12 +116,27 @@ class Score:
             "rules_hit": sorted(self.rules_hit),
         }
 
+    def stored_json(self, at_text: str) -> dict[str, Any]:
+        """What scoring stores in ``leads.score``: :meth:`to_json` without the engagement lines, which
+        repeat the engagement items of the stored score state. The lead reader rebuilds them from those
+        items, decayed to ``decayed_at`` (``at_text``: ``self.at`` as JSON text) by the same expression
+        (``services.leads.score_breakdown``). A lead with hundreds of touchpoints is rescored on every
+        batch it appears in: writing its whole breakdown each time was the largest part of the write."""
+        return {
+            "fit": round(self.fit, 2),
+            "engagement": round(self.engagement, 2),
+            "total": round(self.total, 2),
+            "fit_breakdown": [line.to_json() for line in self.breakdown if line.kind == "fit"],
+            "rules_hit": sorted(self.rules_hit),
+            "decayed_at": at_text,
+            "half_life_days": self.half_life_days,
+        }
+
 
 def decay_factor(at: datetime | None, now: datetime, half_life_days: float) -> float:
     """``0.5 ** (age_days / half_life)``; age is never negative, and half-life 0 means no decay."""
-    if half_life_days <= 0 or at is None:
-        return 1.0
-    return float(0.5 ** (max(0.0, (now - at).total_seconds()) / (86400.0 * half_life_days)))
+    age = (now - at).total_seconds() if at is not None else 0.0
+    return decayed(1.0, age, per_second(half_life_days))
 
 
 def _day_start(at: datetime) -> datetime:
@@ -328,8 +347,11 @@ class RuleSet:
                 out.append(rule)
         return tuple(out)
 
-    def score(self, state: LeadScoreState, now: datetime, half_life_days: float | None = None) -> Score:
-        """The score at ``now``: engagement points decay by the half-life (the config's by default)."""
+    def score(self, state: LeadScoreState, now: datetime, half_life_days: float | None = None, *,
+              engagement_lines: bool = True) -> Score:
+        """The score at ``now``: engagement points decay by the half-life (the config's by default).
+        ``engagement_lines=False`` leaves the engagement items' lines out of the breakdown (the
+        consumer stores only the fit lines: :meth:`Score.stored_json`)."""
         half_life = self.half_life_days if half_life_days is None else half_life_days
         now = parse_time(now)
         lines: list[BreakdownLine] = []
@@ -338,15 +360,14 @@ class RuleSet:
             fit += item.points
             lines.append(BreakdownLine(item.rule, "fit", item.points, item.points, None, item.at, item.iso_text))
         engagement = 0.0
-        # decay_factor inlined: this loop runs over every item on every score.
-        per_second = 1.0 / (86400.0 * half_life) if half_life > 0 else 0.0
+        rate = per_second(half_life)
         for item in state.engagement_items:
-            age = (now - item.at).total_seconds() if item.at is not None and per_second else 0.0
-            decayed = item.points * 0.5 ** (age * per_second) if age > 0 else item.points
-            engagement += decayed
-            lines.append(BreakdownLine(item.rule, "engagement", item.points, decayed, item.event_id, item.at,
-                                       item.iso_text))
-        return Score(fit, engagement, fit + engagement, tuple(lines), state.rules_hit)
+            points = decayed(item.points, (now - item.at).total_seconds() if item.at is not None else 0.0, rate)
+            engagement += points
+            if engagement_lines:
+                lines.append(BreakdownLine(item.rule, "engagement", item.points, points, item.event_id, item.at,
+                                           item.iso_text))
+        return Score(fit, engagement, fit + engagement, tuple(lines), state.rules_hit, now, half_life)
 
 
 def _compile(when: Mapping[str, Any], where: str) -> Predicate:

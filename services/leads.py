@@ -31,6 +31,7 @@ from sqlalchemy.sql.elements import ColumnElement
 
 from services.db.dialect import lock
 from services.db.models import lead_identities, leads
+from services.decay import decayed, per_second
 from services.stages import STAGES
 
 __all__ = ["STAGES", "LeadFilters", "PageKey", "decode_cursor", "encode_cursor", "find_lead_ids",
@@ -145,25 +146,55 @@ async def find_lead_ids(
 
 # ---------------------------------------------------------------- score breakdown
 def score_breakdown(stored_score: Any, score_state: Any) -> list[dict[str, Any]]:
-    """``[{rule, kind, points, at, event_id, ...}]``: the breakdown scoring stored with the score
-    (``leads.score``, fit lines first, then engagement lines oldest first, each with its decayed points);
-    for a lead scored before that column existed, the engagement items of its score state."""
-    if isinstance(stored_score, Mapping) and isinstance(stored_score.get("breakdown"), list):
-        return [dict(line) for line in stored_score["breakdown"] if isinstance(line, Mapping)]
+    """``[{rule, kind, points, decayed_points, event_id, at}]``: fit lines first, then one line per
+    engagement item of the score state (oldest first) with its points decayed to the instant the lead
+    was scored, as scoring summed them into ``engagement``.
+
+    Scoring stores the fit lines and that instant (``leads.score``: ``fit_breakdown``, ``decayed_at``,
+    ``half_life_days``; ``scoring.rules.Score.stored_json``); a score stored whole (``breakdown``, by
+    ``handoff rescore`` and by earlier versions) is shown as stored; with neither, the engagement items
+    are shown undecayed."""
+    stored = stored_score if isinstance(stored_score, Mapping) else {}
+    if isinstance(stored.get("breakdown"), list):
+        return [dict(line) for line in stored["breakdown"] if isinstance(line, Mapping)]
+    lines = [dict(line) for line in stored.get("fit_breakdown") or [] if isinstance(line, Mapping)]
+    now, rate = _decay_of(stored)
     state = score_state if isinstance(score_state, Mapping) else {}
-    lines: list[dict[str, Any]] = []
     for item in state.get("engagement_items") or []:
         if not isinstance(item, Mapping):
             continue
-        at = item.get("at")
-        if isinstance(at, str):
-            try:
-                at = iso(datetime.fromisoformat(at))
-            except ValueError:
-                pass
-        lines.append({"rule": item.get("rule"), "kind": "engagement", "points": _number(item.get("points")),
-                      "at": at, "event_id": item.get("event_id")})
+        raw = item.get("points")
+        points = float(raw) if isinstance(raw, int | float) and not isinstance(raw, bool) else 0.0
+        text = item.get("at")
+        at = _time_or_none(text)
+        if now is not None and at is not None:
+            worth = decayed(points, (now - at).total_seconds(), rate)
+        else:
+            worth = points
+        lines.append({"rule": item.get("rule"), "kind": "engagement", "points": round(points, 2),
+                      "decayed_points": round(worth, 2), "event_id": item.get("event_id"),
+                      "at": iso(at) if at is not None else text})
     return lines
+
+
+def _decay_of(stored: Mapping[str, Any]) -> tuple[datetime | None, float]:
+    """When the stored score decayed its engagement, and at what rate; (None, 0.0) if it does not say."""
+    at = _time_or_none(stored.get("decayed_at"))
+    half_life = stored.get("half_life_days")
+    if at is None or not isinstance(half_life, int | float) or isinstance(half_life, bool):
+        return None, 0.0
+    return at, per_second(float(half_life))
+
+
+def _time_or_none(text: Any) -> datetime | None:
+    """An aware time from stored ISO text (``Z`` or an offset), or None when it is not one."""
+    if not isinstance(text, str):
+        return None
+    try:
+        at = datetime.fromisoformat(text)
+    except ValueError:
+        return None
+    return at if at.tzinfo is not None else at.replace(tzinfo=UTC)
 
 
 # ---------------------------------------------------------------- lists

@@ -4,14 +4,16 @@ from __future__ import annotations
 
 import json
 from collections import Counter
-from datetime import timedelta
+from datetime import datetime, timedelta
 from typing import Any
 
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from pydantic import TypeAdapter
 
 from scoring.rules import RuleSet
 from scoring.state import LeadScoreState, parse_time, same_value
+from services.leads import score_breakdown
 from tests.unit.scoring.support import SCORING, T0, histories, rules, touch
 
 RULES = rules()
@@ -166,3 +168,24 @@ def test_fit_kept_along_a_fold_is_the_fit_of_the_traits(history: list[dict[str, 
        other=st.sampled_from([1, 1.0, True, "1", None, 0, False, [1], [True], {"a": 1}, {"a": True}]))
 def test_a_trait_value_is_the_same_only_if_matchers_cannot_tell_them_apart(value: Any, other: Any) -> None:
     assert same_value(value, other) == (type(value) is type(other) and json.dumps(value) == json.dumps(other))
+
+
+@settings(max_examples=80, deadline=None)
+@given(history=histories(max_size=15), seconds=st.floats(-5 * 86400, 400 * 86400),
+       half_life=st.sampled_from([0, 0.7, 30, 365]))
+def test_the_lead_reader_rebuilds_the_breakdown_scoring_leaves_out(history: list[dict[str, Any]], seconds: float,
+                                                                   half_life: float) -> None:
+    # The consumer stores the fit lines only (Score.stored_json); GET /v1/leads rebuilds the engagement
+    # lines from the stored state's items. Through JSON, as both travel, it must be the same breakdown.
+    state = RULES.apply_many(LeadScoreState.empty(), history)
+    now = T0 + timedelta(seconds=seconds)
+    full = RULES.score(state, now, half_life)
+    lean = RULES.score(state, now, half_life, engagement_lines=False)
+    assert (lean.fit, lean.engagement, lean.total, lean.rules_hit) == (full.fit, full.engagement, full.total,
+                                                                       full.rules_hit)
+    stored = json.loads(json.dumps(lean.stored_json(TypeAdapter(datetime).dump_python(now, mode="json"))))
+    stored_state = json.loads(json.dumps(state.to_json()))
+    assert "breakdown" not in stored
+    assert score_breakdown(stored, stored_state) == full.to_json()["breakdown"]
+    assert {key: stored[key] for key in ("fit", "engagement", "total", "rules_hit")} == {
+        key: full.to_json()[key] for key in ("fit", "engagement", "total", "rules_hit")}
