@@ -20,8 +20,9 @@ from typing import Any
 
 from sqlalchemy import Select, String, any_, bindparam, select, text
 from sqlalchemy.dialects import postgresql
-from sqlalchemy.engine import RowMapping
+from sqlalchemy.engine import Result, RowMapping
 from sqlalchemy.ext.asyncio import AsyncConnection
+from sqlalchemy.sql.base import Executable
 
 from services.db.arrays import column_arrays, insert_text
 from services.db.dialect import insert_ignore, lock
@@ -102,10 +103,19 @@ async def insert_links(conn: AsyncConnection, rows: Sequence[Row]) -> set[Identi
     """Insert identity rows unless the identity exists; the (kind, value) pairs this call inserted."""
     if not rows:
         return set()
+    return linked_pairs(await conn.execute(*link_statement(conn, rows)))
+
+
+def link_statement(conn: AsyncConnection, rows: Sequence[Row]) -> tuple[Executable, Any]:
+    """:func:`insert_links`'s statement and parameters (``rows`` not empty); :func:`linked_pairs` reads its
+    result."""
     if _pg(conn):
-        result = await conn.execute(insert_text(lead_identities, tuple(rows[0]), True, ("kind", "value")),
-                                    column_arrays(lead_identities, rows))
-    else:
-        result = await conn.execute(
-            insert_ignore(conn, lead_identities).returning(lead_identities.c.kind, lead_identities.c.value), rows)
-    return {(kind, value) for kind, value in result}
+        statement: Executable = insert_text(lead_identities, tuple(rows[0]), True, ("kind", "value"))
+        return statement, column_arrays(lead_identities, rows)
+    table = lead_identities.c
+    return insert_ignore(conn, lead_identities).returning(table.kind, table.value), list(rows)
+
+
+def linked_pairs(result: Result[Any]) -> set[Identity]:
+    """The (kind, value) pairs a :func:`link_statement` inserted."""
+    return {(row[0], row[1]) for row in result}

@@ -11,8 +11,10 @@ are locked in id order (PostgreSQL), and a race on a new identity fails on its p
 retried by the runner, after which the identity is found.
 
 A batch costs a fixed number of statements whatever its size (``scoring.bulk``: one statement per
-table on PostgreSQL), and the score states this consumer stored recently are reused rather than parsed
-again when the stored revision says they are still current (``scoring.cache``).
+table on PostgreSQL; the lead rows in a few slices), sent through a pipe (``services.db.pipeline``) so
+that the database writes one while the next is built here. The score states this consumer stored
+recently are reused rather than parsed again when the stored revision says they are still current
+(``scoring.cache``).
 """
 
 from __future__ import annotations
@@ -28,13 +30,13 @@ from pydantic import TypeAdapter
 from sqlalchemy import update
 from sqlalchemy.ext.asyncio import AsyncConnection
 
-from scoring.bulk import REV, find_links, insert_links, load_states, lock_leads
+from scoring.bulk import REV, find_links, link_statement, linked_pairs, load_states, lock_leads
 from scoring.cache import DEFAULT_MAX_LEADS, StateCache
 from scoring.rules import RuleSet, Score
 from scoring.stages import scoring_stage, stage_rank
 from scoring.state import LeadScoreState
 from services.consumer import Handler
-from services.db.arrays import insert_rows, update_rows
+from services.db.arrays import insert_statement, update_statement
 from services.db.database import Database
 from services.db.models import (
     lead_identities,
@@ -45,6 +47,7 @@ from services.db.models import (
     stage_history,
     touchpoints,
 )
+from services.db.pipeline import StatementPipe
 from services.events import (
     LEAD_EVENTS,
     LEAD_MERGED,
@@ -58,7 +61,7 @@ from services.events import (
 from services.idempotency import claim_new
 from services.lead_store import stage_move
 from services.outbox import mark_queued
-from services.stage_chain import refresh_stage_chain
+from services.stage_chain import stage_chain_updates
 
 Identity = tuple[str, str]  # (kind, value): ("email", "jane@acme.com"), ("user", "u1"), ("anon", "a-1")
 
@@ -212,16 +215,66 @@ class _Batch:
 
     # -- writing --------------------------------------------------------------------------------
     async def _write(self) -> None:
+        # Through a pipe: the server applies each statement while the next one's rows are built here.
+        # The timeline goes first (its rows are known before any lead is folded), then the leads in a
+        # few slices, each slice's rows sent while the next slice is folded.
         conn, now = self.conn, self.now
-        for winner, loser in self.merges:
-            await conn.execute(update(lead_identities).where(lead_identities.c.lead_id == loser)
-                               .values(lead_id=winner))
-            await conn.execute(update(touchpoints).where(touchpoints.c.lead_id == loser).values(lead_id=winner))
-            await conn.execute(lead_merges.insert().values(winner_id=winner, loser_id=loser, at=now,
-                                                           reason=f"identities linked at {now.isoformat()}"))
-            self._emit(LEAD_MERGED, winner, {"winner_id": winner, "loser_id": loser, "at": now.isoformat()})
-        tp_rows, history, score_rows, inserts, updates = [], [], [], [], []
+        history: list[dict[str, Any]] = []
+        async with StatementPipe(conn) as pipe:
+            for winner, loser in self.merges:
+                await pipe.send(update(lead_identities).where(lead_identities.c.lead_id == loser)
+                                .values(lead_id=winner))
+                await pipe.send(update(touchpoints).where(touchpoints.c.lead_id == loser).values(lead_id=winner))
+                await pipe.send(lead_merges.insert().values(winner_id=winner, loser_id=loser, at=now,
+                                                            reason=f"identities linked at {now.isoformat()}"))
+                self._emit(LEAD_MERGED, winner, {"winner_id": winner, "loser_id": loser, "at": now.isoformat()})
+            tp_rows = self._timeline_rows()
+            if tp_rows:
+                await pipe.send(*insert_statement(conn, touchpoints, tp_rows, ignore_conflicts=True))
+            links = None
+            if self.new_links:
+                links = await pipe.send(*link_statement(conn, [
+                    {"kind": k, "value": v, "lead_id": self._live(lead_id).id, "linked_at": now}
+                    for (k, v), lead_id in self.new_links.items()]))
+            score_rows: list[dict[str, Any]] = []
+            for part in _slices(list(self.leads.values()), FOLD_SLICES):
+                inserts, updates = self._fold(part, history, score_rows)
+                if inserts:
+                    await pipe.send(*insert_statement(conn, leads, inserts))
+                if updates:
+                    await pipe.send(*update_statement(conn, leads, "id", updates))
+            if score_rows:
+                await pipe.send(score_history.insert(), score_rows)
+            if history:
+                await pipe.send(stage_history.insert(), history)
+                for statement in stage_chain_updates(conn.dialect.name, {str(row["lead_id"]) for row in history}):
+                    await pipe.send(statement)
+            if self.outbox_rows:
+                await pipe.send(*insert_statement(conn, outbox, self.outbox_rows))
+                mark_queued(conn)
+        if links is not None:
+            raced = set(self.new_links) - linked_pairs(await links)
+            if raced:
+                await self._check_links(sorted(raced))
+
+    def _timeline_rows(self) -> list[dict[str, Any]]:
+        """The ``touchpoints`` rows of this batch, each under the lead it resolved to."""
+        rows = []
         for work in self.leads.values():
+            if work.merged_into is None:
+                rows += [{"event_id": tp["event_id"], "lead_id": work.id, "type": tp["type"],
+                          "occurred_at": _aware(tp["occurred_at"]), "source": tp["source"],
+                          "campaign": tp.get("campaign"), "payload": tp} for tp in work.new_touchpoints]
+        return rows
+
+    def _fold(self, works: list[LeadWork], history: list[dict[str, Any]],
+              score_rows: list[dict[str, Any]]) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+        """Fold each changed lead's new touchpoints into its state; record its stage move and score row
+        (appended to ``history`` and ``score_rows``), queue its events; its lead row to insert or update."""
+        now = self.now
+        inserts: list[dict[str, Any]] = []
+        updates: list[dict[str, Any]] = []
+        for work in works:
             if work.merged_into is not None:
                 if not work.is_new and work.original_stage is not None:
                     updates.append(self._row(work))
@@ -231,10 +284,6 @@ class _Batch:
             if not work.new_touchpoints and not work.causes:
                 continue
             work.state = self.rules.apply_many(work.state, work.new_touchpoints)
-            for tp in work.new_touchpoints:
-                tp_rows.append({"event_id": tp["event_id"], "lead_id": work.id, "type": tp["type"],
-                                "occurred_at": _aware(tp["occurred_at"]), "source": tp["source"],
-                                "campaign": tp.get("campaign"), "payload": tp})
             before = work.stage
             work.stage = scoring_stage(work.stage, work.known, work.state.has_positive_engagement)
             if before != work.stage or work.is_new:
@@ -253,24 +302,7 @@ class _Batch:
                                    "total": score.total, "cause": "; ".join(work.causes)[:2000]})
             last = work.new_touchpoints[-1] if work.new_touchpoints else {}
             self._emit(LEAD_SCORED, work.id, self._scored(work, score, last.get("source")))
-        await insert_rows(conn, leads, inserts)
-        await update_rows(conn, leads, "id", updates)
-        if self.new_links:
-            inserted = await insert_links(conn, [
-                {"kind": k, "value": v, "lead_id": self._live(lead_id).id, "linked_at": now}
-                for (k, v), lead_id in self.new_links.items()])
-            raced = set(self.new_links) - inserted
-            if raced:
-                await self._check_links(sorted(raced))
-        await insert_rows(conn, touchpoints, tp_rows, ignore_conflicts=True)
-        if score_rows:
-            await conn.execute(score_history.insert(), score_rows)
-        if history:
-            await conn.execute(stage_history.insert(), history)
-            await refresh_stage_chain(conn, {str(row["lead_id"]) for row in history})
-        if self.outbox_rows:
-            await insert_rows(conn, outbox, self.outbox_rows)
-            mark_queued(conn)
+        return inserts, updates
 
     def _emit(self, type_: str, key: str, data: dict[str, Any]) -> None:
         """Queue an event on lead-events: its outbox row, as ``add_events`` would write it (without an
@@ -317,6 +349,18 @@ class _Batch:
         if work.is_new:
             row |= {"created_at": work.created_at, "version": 0}
         return row
+
+
+# Leads are folded in this many slices, each slice's rows sent while the next is folded (measured on
+# the bench's batches of 500: 1 slice 3,960 tp/s, 2: 4,300, 3: 4,670, 4: 5,090, 6: 4,600, 8: 4,380).
+FOLD_SLICES = 4
+
+
+def _slices(items: list[LeadWork], count: int) -> Iterator[list[LeadWork]]:
+    """``items`` in ``count`` slices of nearly equal size (fewer when there are few items)."""
+    size = max(32, -(-len(items) // count))
+    for start in range(0, len(items), size):
+        yield items[start:start + size]
 
 
 def _uuid4_texts(chunk: int = 256) -> Iterator[str]:

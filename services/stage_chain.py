@@ -51,9 +51,14 @@ def funnel_rank(stage: Any) -> ColumnElement[int]:
 
 async def refresh_stage_chain(conn: AsyncConnection, lead_ids: Iterable[str]) -> None:
     """Recompute ``left_at``, ``stay`` and ``top`` for every move of these leads (one UPDATE per chunk)."""
+    for statement in stage_chain_updates(conn.dialect.name, lead_ids):
+        await conn.execute(statement)
+
+
+def stage_chain_updates(dialect: str, lead_ids: Iterable[str]) -> list[Update]:
+    """:func:`refresh_stage_chain`'s statements, built but not sent."""
     ids = sorted(set(lead_ids))
-    for start in range(0, len(ids), CHUNK):
-        await conn.execute(chain_update(conn.dialect.name, ids[start:start + CHUNK]))
+    return [chain_update(dialect, ids[start:start + CHUNK]) for start in range(0, len(ids), CHUNK)]
 
 
 def chain_update(dialect: str, lead_ids: Sequence[str] | None) -> Update:

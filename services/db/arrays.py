@@ -3,6 +3,7 @@
     await insert_rows(conn, leads, new_rows)                          # every row with the same keys
     await insert_rows(conn, touchpoints, rows, ignore_conflicts=True)
     await update_rows(conn, leads, "id", changed_rows)                # UPDATE ... WHERE id = row["id"]
+    statement, params = insert_statement(conn, outbox, rows)          # built now, sent later
 
 On PostgreSQL each call is ONE statement whatever the number of rows: the rows travel as one array per
 column and ``unnest`` turns them back into rows on the server (an executemany is one statement per row
@@ -19,6 +20,7 @@ from typing import Any
 import orjson
 from sqlalchemy import JSON, Float, Integer, String, Table, Text, bindparam, text
 from sqlalchemy.ext.asyncio import AsyncConnection
+from sqlalchemy.sql.base import Executable
 from sqlalchemy.sql.elements import TextClause
 from sqlalchemy.types import TypeEngine
 
@@ -35,26 +37,36 @@ def _pg(conn: AsyncConnection) -> bool:
 async def insert_rows(conn: AsyncConnection, table: Table, rows: Sequence[Row], *,
                       ignore_conflicts: bool = False) -> None:
     """Insert ``rows`` (all with the same keys); with ``ignore_conflicts`` an existing key is skipped."""
-    if not rows:
-        return
-    if _pg(conn):
-        await conn.execute(insert_text(table, tuple(rows[0]), ignore_conflicts, ()), column_arrays(table, rows))
-    else:
-        await conn.execute(insert_ignore(conn, table) if ignore_conflicts else table.insert(), rows)
+    if rows:
+        await conn.execute(*insert_statement(conn, table, rows, ignore_conflicts=ignore_conflicts))
 
 
 async def update_rows(conn: AsyncConnection, table: Table, key: str, rows: Sequence[Row]) -> None:
     """``UPDATE table SET col = row[col] ... WHERE key = row[key]`` for every row (all with the same keys)."""
-    if not rows:
-        return
+    if rows:
+        await conn.execute(*update_statement(conn, table, key, rows))
+
+
+Statement = tuple[Executable, Any]  # what to execute, and its parameters
+
+
+def insert_statement(conn: AsyncConnection, table: Table, rows: Sequence[Row], *,
+                     ignore_conflicts: bool = False) -> Statement:
+    """:func:`insert_rows`'s statement and parameters, built but not sent (``rows`` not empty): for a
+    caller that sends it later (``services.db.pipeline``)."""
+    if _pg(conn):
+        return insert_text(table, tuple(rows[0]), ignore_conflicts, ()), column_arrays(table, rows)
+    return (insert_ignore(conn, table) if ignore_conflicts else table.insert()), list(rows)
+
+
+def update_statement(conn: AsyncConnection, table: Table, key: str, rows: Sequence[Row]) -> Statement:
+    """:func:`update_rows`'s statement and parameters, built but not sent (``rows`` not empty)."""
     names = tuple(rows[0])
     if _pg(conn):
-        await conn.execute(_update_text(table, key, names), column_arrays(table, rows))
-        return
-    await conn.execute(
-        table.update().where(table.c[key] == bindparam(f"b_{key}")).values(
-            {name: bindparam(f"b_{name}") for name in names if name != key}),
-        [{f"b_{name}": value for name, value in row.items()} for row in rows])
+        return _update_text(table, key, names), column_arrays(table, rows)
+    statement = table.update().where(table.c[key] == bindparam(f"b_{key}")).values(
+        {name: bindparam(f"b_{name}") for name in names if name != key})
+    return statement, [{f"b_{name}": value for name, value in row.items()} for row in rows]
 
 
 # ---------------------------------------------------------------- PostgreSQL: one array per column
