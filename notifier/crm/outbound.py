@@ -19,6 +19,7 @@ Error strings in :class:`SendResult` start with ``timeout:``, ``connection:``, `
 from __future__ import annotations
 
 import json
+import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -60,8 +61,19 @@ def json_bytes(value: Any) -> bytes:
     try:
         return orjson.dumps(value, option=orjson.OPT_NON_STR_KEYS | orjson.OPT_UTC_Z)
     except TypeError:
-        # orjson refuses integers beyond 64 bits and unknown types; the standard library takes both.
-        return json.dumps(value, default=str, separators=(",", ":"), ensure_ascii=False).encode()
+        # orjson refuses integers beyond 64 bits and unknown types; the standard library takes both (and,
+        # as orjson does, it gets null for an infinite or NaN float: it would write Infinity, not JSON).
+        return json.dumps(_finite(value), default=str, separators=(",", ":"), ensure_ascii=False).encode()
+
+
+def _finite(value: Any) -> Any:
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    if isinstance(value, Mapping):
+        return {key: _finite(item) for key, item in value.items()}
+    if isinstance(value, list | tuple):
+        return [_finite(item) for item in value]
+    return value
 
 
 @dataclass(frozen=True)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from typing import Any
 
 import orjson
@@ -16,7 +17,7 @@ from notifier.crm import (
     render_timeline,
 )
 from notifier.crm.hubspot import CONTACT_ID
-from notifier.crm.outbound import resolve
+from notifier.crm.outbound import json_bytes, resolve
 from notifier.crm.salesforce import LEAD_ID, rating
 from services.signing import verify
 
@@ -170,3 +171,15 @@ def test_odd_lead_documents_never_crash_the_builders(junk: Any, kind: str) -> No
     for request in requests:
         orjson.loads(request.body)
         assert (request.header("Idempotency-Key") or "").startswith("L1:a")
+
+
+def _not_json(constant: str) -> None:
+    raise AssertionError(f"{constant} is not JSON")
+
+
+def test_wire_json_is_json_even_with_integers_orjson_refuses_and_infinite_floats() -> None:
+    # Beyond 64 bits orjson raises and the standard library takes over; both must write null for inf/NaN.
+    body = json_bytes({"big": -9223372036854775809, "inf": float("inf"), "nested": [float("nan"), (1.5,)]})
+    assert json.loads(body, parse_constant=_not_json) == {"big": -9223372036854775809, "inf": None,
+                                                           "nested": [None, [1.5]]}
+    assert orjson.loads(json_bytes({"inf": float("-inf")})) == {"inf": None}
