@@ -118,4 +118,4 @@ def link_statement(conn: AsyncConnection, rows: Sequence[Row]) -> tuple[Executab
 
 def linked_pairs(result: Result[Any]) -> set[Identity]:
     """The (kind, value) pairs a :func:`link_statement` inserted."""
-    return {(row[0], row[1]) for row in result}
+    return {(row["kind"], row["value"]) for row in result.mappings()}
