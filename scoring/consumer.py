@@ -216,8 +216,9 @@ class _Batch:
     # -- writing --------------------------------------------------------------------------------
     async def _write(self) -> None:
         # Through a pipe: the server applies each statement while the next one's rows are built here.
-        # The timeline goes first (its rows are known before any lead is folded), then the leads in a
-        # few slices, each slice's rows sent while the next slice is folded.
+        # The new identity links and the timeline go first (known before any lead is folded; the
+        # links, cheap to build, while the timeline's JSON is encoded), then the leads in a few
+        # slices, each slice's rows sent while the next slice is folded.
         conn, now = self.conn, self.now
         history: list[dict[str, Any]] = []
         async with StatementPipe(conn) as pipe:
@@ -228,14 +229,14 @@ class _Batch:
                 await pipe.send(lead_merges.insert().values(winner_id=winner, loser_id=loser, at=now,
                                                             reason=f"identities linked at {now.isoformat()}"))
                 self._emit(LEAD_MERGED, winner, {"winner_id": winner, "loser_id": loser, "at": now.isoformat()})
-            tp_rows = self._timeline_rows()
-            if tp_rows:
-                await pipe.send(*insert_statement(conn, touchpoints, tp_rows, ignore_conflicts=True))
             links = None
             if self.new_links:
                 links = await pipe.send(*link_statement(conn, [
                     {"kind": k, "value": v, "lead_id": self._live(lead_id).id, "linked_at": now}
                     for (k, v), lead_id in self.new_links.items()]))
+            tp_rows = self._timeline_rows()
+            if tp_rows:
+                await pipe.send(*insert_statement(conn, touchpoints, tp_rows, ignore_conflicts=True))
             score_rows: list[dict[str, Any]] = []
             for part in _slices(list(self.leads.values()), FOLD_SLICES):
                 inserts, updates = self._fold(part, history, score_rows)
