@@ -61,7 +61,7 @@ from services.events import (
 from services.idempotency import claim_new
 from services.lead_store import stage_move
 from services.outbox import mark_queued
-from services.stage_chain import stage_chain_updates
+from services.stage_chain import first_move_top, stage_chain_updates
 
 Identity = tuple[str, str]  # (kind, value): ("email", "jane@acme.com"), ("user", "u1"), ("anon", "a-1")
 
@@ -248,7 +248,8 @@ class _Batch:
                 await pipe.send(score_history.insert(), score_rows)
             if history:
                 await pipe.send(stage_history.insert(), history)
-                for statement in stage_chain_updates(conn.dialect.name, {str(row["lead_id"]) for row in history}):
+                moved = {str(row["lead_id"]) for row in history if row["top"] is None}
+                for statement in stage_chain_updates(conn.dialect.name, moved):
                     await pipe.send(statement)
             if self.outbox_rows:
                 await pipe.send(*insert_statement(conn, outbox, self.outbox_rows))
@@ -292,6 +293,8 @@ class _Batch:
                     work.id, None if work.is_new else before, work.stage, at=now,
                     cause=_stage_cause(before, work.stage, work.new_touchpoints, work.is_new))
                 work.stage_changed_at = moved["stage_changed_at"]
+                # A new lead's first row is its whole chain (no refresh needed); others get it refreshed.
+                history_row["top"] = first_move_top(work.stage) if work.is_new else None
                 history.append(history_row)
                 if not work.is_new or work.stage != "anonymous":
                     self._emit(LEAD_STAGE_CHANGED, work.id, {

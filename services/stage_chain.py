@@ -15,6 +15,9 @@ leads in the same transaction::
     await conn.execute(stage_history.insert(), rows)
     await refresh_stage_chain(conn, {row["lead_id"] for row in rows})
 
+except for a lead's very first row, written with the lead (nothing to read: it is the whole chain), which
+can carry its ``top`` itself: ``row["top"] = first_move_top(row["to_stage"])``.
+
 The whole chain of each lead is recomputed (a handful of rows, through ``ix_stage_history_lead``), so a
 row written with an earlier ``at`` than the lead's latest move (a CRM callback reporting a past time)
 still leaves a correct chain. Only rows whose values change are rewritten.
@@ -42,6 +45,11 @@ sh = stage_history.c
 def is_move() -> ColumnElement[bool]:
     """The history rows that change the lead's stage (see the module docstring)."""
     return or_(sh.from_stage.is_(None), sh.from_stage != sh.to_stage)
+
+
+def first_move_top(stage: str) -> int:
+    """``top`` of a lead's first history row (its chain is that one move: no ``left_at``, no ``stay``)."""
+    return FUNNEL.index(stage) if stage in FUNNEL else -1
 
 
 def funnel_rank(stage: Any) -> ColumnElement[int]:

@@ -18,6 +18,7 @@ from services.config import load_config
 from services.db.database import Database
 from services.db.models import lead_merges, leads, outbox, stage_history, touchpoints
 from services.events import LEAD_SCORED, LEAD_STAGE_CHANGED, TOUCHPOINT_RECEIVED, Event, LeadScored, Touchpoint
+from tests.support.stage_chain import assert_chain, stored
 
 pytestmark = pytest.mark.integration
 T0 = datetime(2026, 11, 20, 9, 0, tzinfo=UTC)
@@ -168,3 +169,20 @@ async def test_stage_changed_at_follows_the_leads_moves(db: Database) -> None:
     assert [stage for stage, _ in history] == ["anonymous", "known"] and lead["stage"] == "known"
     assert lead["stage_changed_at"] == history[-1][1] > history[0][1]
     assert lead["updated_at"] > lead["stage_changed_at"]  # a later touchpoint that did not move the lead
+
+
+async def test_the_stage_chain_of_every_lead_is_right_after_scoring(db: Database) -> None:
+    # A new lead's first row carries its chain itself; rows of known leads get theirs refreshed.
+    handler = ScoringHandler(db, RULES)
+    await handler.handle([tp("c1", "page_view", 0, anonymous_id="anon-c", properties={"path": "/blog/x"}),
+                          tp("c2", "identify", 1, user_id="crm-c", email="cy@acme.io")])
+    await handler.handle([tp("c3", "identify", 2, anonymous_id="anon-c", email="cy@acme.io"),
+                          tp("c4", "page_view", 3, email="new@acme.io", properties={"path": "/pricing"}),
+                          tp("c5", "page_view", 4, anonymous_id="anon-d")])
+    await handler.handle([tp("c6", "page_view", 5, email="cy@acme.io", properties={"path": "/pricing"}),
+                          tp("c7", "identify", 6, anonymous_id="anon-d", user_id="crm-d")])
+    async with db.read() as conn:
+        rows = await stored(conn)
+    assert {row.to_stage for row in rows} >= {"anonymous", "known", "engaged"}
+    assert sum(1 for row in rows if row.from_stage is not None) >= 2  # moves of leads stored earlier
+    assert_chain(rows)

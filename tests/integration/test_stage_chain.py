@@ -4,20 +4,19 @@ and derived by the migration for the history stored before it existed."""
 from __future__ import annotations
 
 import random
-from collections.abc import Sequence
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
 import pytest
-from sqlalchemy import select
 
 from services.db.database import Database
 from services.db.migrate import migrate
 from services.db.models import stage_history
 from services.stage_chain import refresh_stage_chain
-from services.stages import FUNNEL, STAGES
+from services.stages import STAGES
 from tests.support.infra import postgres_database
+from tests.support.stage_chain import assert_chain, stored
 
 pytestmark = pytest.mark.integration
 
@@ -33,37 +32,6 @@ def journey(rng: random.Random, lead: str) -> list[dict[str, Any]]:
         rows.append({"lead_id": lead, "from_stage": stage, "to_stage": to, "at": at, "cause": "test"})
         stage = to
     return rows
-
-
-def expected_chain(rows: Sequence[Any]) -> dict[int, tuple[datetime | None, float | None, int | None]]:
-    """The chain computed in plain Python from the stored rows: id -> (left_at, stay, top)."""
-    out: dict[int, tuple[datetime | None, float | None, int | None]] = {}
-    by_lead: dict[str, list[Any]] = {}
-    for row in rows:
-        by_lead.setdefault(row.lead_id, []).append(row)
-    for history in by_lead.values():
-        moves = [r for r in sorted(history, key=lambda r: (r.at, r.id))
-                 if r.from_stage is None or r.from_stage != r.to_stage]
-        top = -1
-        for i, move in enumerate(moves):
-            top = max(top, FUNNEL.index(move.to_stage) if move.to_stage in FUNNEL else -1)
-            left = moves[i + 1].at if i + 1 < len(moves) else None
-            out[move.id] = (left, (left - move.at).total_seconds() if left else None, top)
-        for row in history:
-            out.setdefault(row.id, (None, None, None))
-    return out
-
-
-async def stored(conn: Any) -> list[Any]:
-    return list((await conn.execute(select(stage_history).order_by(stage_history.c.id))).all())
-
-
-def assert_chain(rows: Sequence[Any]) -> None:
-    expected = expected_chain(rows)
-    for row in rows:
-        left, stay, top = expected[row.id]
-        assert (row.left_at, row.top) == (left, top), f"row {row.id} of {row.lead_id}"
-        assert row.stay == pytest.approx(stay, abs=1e-3) if stay is not None else row.stay is None
 
 
 @pytest.mark.parametrize("seed", range(6))
