@@ -230,10 +230,10 @@ class _Batch:
                                                             reason=f"identities linked at {now.isoformat()}"))
                 self._emit(LEAD_MERGED, winner, {"winner_id": winner, "loser_id": loser, "at": now.isoformat()})
             links = None
-            if self.new_links:
+            if self.new_links:  # in (kind, value) order: two consumers linking the same two never deadlock
                 links = await pipe.send(*link_statement(conn, [
                     {"kind": k, "value": v, "lead_id": self._live(lead_id).id, "linked_at": now}
-                    for (k, v), lead_id in self.new_links.items()]))
+                    for (k, v), lead_id in sorted(self.new_links.items())]))
             tp_rows = self._timeline_rows()
             if tp_rows:
                 await pipe.send(*insert_statement(conn, touchpoints, tp_rows, ignore_conflicts=True))

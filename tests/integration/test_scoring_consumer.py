@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import random
 import uuid
 from datetime import UTC, datetime, timedelta
@@ -10,7 +11,7 @@ from typing import Any
 import pytest
 from sqlalchemy import func, select
 
-from scoring.consumer import ScoringHandler, _Batch
+from scoring.consumer import IdentityRace, ScoringHandler, _Batch
 from scoring.rescore import rescore
 from scoring.rules import RuleSet
 from scoring.state import LeadScoreState
@@ -186,3 +187,26 @@ async def test_the_stage_chain_of_every_lead_is_right_after_scoring(db: Database
     assert {row.to_stage for row in rows} >= {"anonymous", "known", "engaged"}
     assert sum(1 for row in rows if row.from_stage is not None) >= 2  # moves of leads stored earlier
     assert_chain(rows)
+
+
+@pytest.mark.parametrize("database_url", ["postgres"], indirect=True)
+async def test_two_consumers_creating_the_same_identities_end_with_one_lead_per_buyer(db: Database) -> None:
+    # Each batch creates the same identities, in opposite orders. The later consumer waits for the
+    # first one's links, finds the identities taken by other leads and fails with IdentityRace; retried
+    # (as the runner does), it joins those leads: one lead per buyer, every touchpoint stored once. (The
+    # links go in (kind, value) order, so two such inserts cannot deadlock; this run does not show a
+    # deadlock either way: the two inserts rarely overlap.)
+    one, two = ScoringHandler(db, RULES), ScoringHandler(db, RULES)
+    emails = [f"buyer{i:03d}@acme.io" for i in range(200)]  # enough for the two inserts to overlap
+    first = [tp(f"r1-{i}", "page_view", 0, email=email) for i, email in enumerate(emails)]
+    second = [tp(f"r2-{i}", "page_view", 1, email=email) for i, email in enumerate(reversed(emails))]
+    outcomes = await asyncio.gather(one.handle(first), two.handle(second), return_exceptions=True)
+    failures = [o for o in outcomes if isinstance(o, BaseException)]
+    assert all(isinstance(f, IdentityRace) for f in failures), failures
+    for handler, batch, outcome in ((one, first, outcomes[0]), (two, second, outcomes[1])):
+        if isinstance(outcome, IdentityRace):
+            await handler.handle(batch)  # redelivered, as the runner does
+    live = await live_leads(db)
+    assert sorted(lead["email"] for lead in live) == emails
+    async with db.read() as conn:
+        assert (await conn.execute(select(func.count()).select_from(touchpoints))).scalar_one() == 400
