@@ -53,6 +53,7 @@ from services.events import (
     LEAD_MERGED,
     LEAD_SCORED,
     LEAD_STAGE_CHANGED,
+    TOUCHPOINT_LIST,
     TOUCHPOINTS,
     Event,
     Touchpoint,
@@ -65,8 +66,6 @@ from services.stage_chain import first_move_top, stage_chain_updates
 
 Identity = tuple[str, str]  # (kind, value): ("email", "jane@acme.com"), ("user", "u1"), ("anon", "a-1")
 
-# One validation and one dump call for a whole batch: a third of the per-touchpoint model calls' cost.
-_TOUCHPOINTS = TypeAdapter(list[Touchpoint])
 _TIME = TypeAdapter(datetime)
 
 
@@ -114,7 +113,7 @@ class ScoringHandler(Handler):
 
     async def handle(self, events: list[Event]) -> None:
         # A malformed touchpoint fails the batch; the runner splits it and dead-letters that one.
-        parsed = _TOUCHPOINTS.validate_python([e.data for e in events])
+        parsed = TOUCHPOINT_LIST.validate_python([e.data for e in events])
         async with self.db.transaction() as conn:
             fresh = await claim_new(conn, self.group, [e.id for e in events])
             todo = [tp for e, tp in zip(events, parsed, strict=True) if e.id in fresh]
@@ -139,7 +138,7 @@ class _Batch:
     async def apply(self, todo: list[Touchpoint]) -> None:
         self.links = await find_links(self.conn, (i for tp in todo for i in identities_of(tp)))
         await self._load_leads(set(self.links.values()))
-        for tp, data in zip(todo, _TOUCHPOINTS.dump_python(todo, mode="json"), strict=True):
+        for tp, data in zip(todo, TOUCHPOINT_LIST.dump_python(todo, mode="json"), strict=True):
             lead = self._resolve(tp)
             lead.new_touchpoints.append(data)
             if tp.email and not lead.email:
