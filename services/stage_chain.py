@@ -47,14 +47,17 @@ def is_move() -> ColumnElement[bool]:
     return or_(sh.from_stage.is_(None), sh.from_stage != sh.to_stage)
 
 
+_FUNNEL_RANK = {name: rank for rank, name in enumerate(FUNNEL)}  # off the funnel: -1
+
+
 def first_move_top(stage: str) -> int:
     """``top`` of a lead's first history row (its chain is that one move: no ``left_at``, no ``stay``)."""
-    return FUNNEL.index(stage) if stage in FUNNEL else -1
+    return _FUNNEL_RANK.get(stage, -1)
 
 
 def funnel_rank(stage: Any) -> ColumnElement[int]:
     """A stage column's position in the funnel; -1 off the funnel (lost, recycled, disqualified)."""
-    return case({name: rank for rank, name in enumerate(FUNNEL)}, value=stage, else_=-1)
+    return case(_FUNNEL_RANK, value=stage, else_=-1)
 
 
 async def refresh_stage_chain(conn: AsyncConnection, lead_ids: Iterable[str]) -> None:
