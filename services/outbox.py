@@ -9,7 +9,8 @@ If the process dies after the commit, the rows are still there and the next rela
 if it dies after publishing but before deleting, they are published again: consumers are idempotent
 by event id, so a duplicate changes nothing. On the embedded bus the relay moves rows into the log
 in one transaction (no duplicate at all). One relay at a time per database (an advisory lock on
-PostgreSQL, the single writer on SQLite) keeps per-lead order.
+PostgreSQL, the single writer on SQLite) keeps per-lead order. A relay whose own process queued rows
+waits in line for the lock (a blocking wait, bounded by ``lock_timeout``) instead of polling for it.
 """
 
 from __future__ import annotations
@@ -21,7 +22,7 @@ from itertools import groupby
 from typing import Any
 
 from sqlalchemy import delete, select, text
-from sqlalchemy.exc import SQLAlchemyError
+from sqlalchemy.exc import DBAPIError, SQLAlchemyError
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from services.bus.base import Bus, BusError
@@ -32,6 +33,12 @@ from services.events import Event
 
 log = logging.getLogger(__name__)
 RELAY_LOCK_ID = 74190002
+LOCK_WAIT_MS = 500  # how long a relay with rows of its own waits in line before it looks at `stop` again
+LOCK_NOT_AVAILABLE = "55P03"  # PostgreSQL's SQLSTATE when lock_timeout ends a wait
+
+
+class _LockBusy(Exception):
+    """Another process's relay held the lock for the whole wait: roll back, and try again."""
 
 
 async def add_events(conn: AsyncConnection, topic: str, events: Sequence[Event]) -> None:
@@ -77,7 +84,10 @@ class OutboxRelay:
             self._wakeup.clear()
             own_rows, self._own_rows = self._own_rows, False
             try:
-                moved = await self.relay_once()
+                # Rows of our own are waiting: wait in line for the lock. Polling for it instead (a
+                # round trip every 5 ms) was most of the relays' statements at 1,000 tp/s, with four
+                # processes sharing the lock.
+                moved = await self.relay_once(wait=own_rows)
                 backoff = 0.1
             except (SQLAlchemyError, OSError, BusError) as exc:
                 self._own_rows |= own_rows  # nothing was published
@@ -85,21 +95,32 @@ class OutboxRelay:
                 await _wait(stop, backoff)
                 backoff = min(backoff * 2, 5.0)
                 continue
-            if moved < 0:  # another process's relay holds the lock, briefly
+            if moved < 0:  # another process's relay holds the lock
+                # Our rows (if any) wait for the next round, which waits in line for the lock; the
+                # holder's rows are its own work, and a commit of ours wakes us.
                 self._own_rows |= own_rows
-                if self._own_rows:  # rows this process queued are waiting: try again soon
-                    await _wait(stop, 0.005)
-                else:  # the holder's rows: it goes on with them itself; a commit of ours wakes us
+                if not self._own_rows:
                     await wait_any(stop, self._wakeup, self.idle_interval)
             elif moved < self.batch_size:
                 await wait_any(stop, self._wakeup, self.idle_interval)
 
-    async def relay_once(self) -> int:
-        """Publish up to ``batch_size`` queued events; the number published, -1 if another relay is busy."""
+    async def relay_once(self, *, wait: bool = False) -> int:
+        """Publish up to ``batch_size`` queued events; the number published, -1 if another relay is busy.
+
+        ``wait``: on PostgreSQL, wait up to ``LOCK_WAIT_MS`` for a busy relay to finish rather than
+        return -1 at once (the run loop waits when its own process has queued rows)."""
+        try:
+            return await self._relay(wait)
+        except _LockBusy:
+            return -1
+
+    async def _relay(self, wait: bool) -> int:
         async with self.db.transaction() as conn:
             if conn.dialect.name == "postgresql":
-                got = (await conn.execute(text("SELECT pg_try_advisory_xact_lock(:k)"), {"k": RELAY_LOCK_ID}))
-                if not got.scalar():
+                if wait:
+                    await _wait_for_lock(conn)
+                elif not (await conn.execute(text("SELECT pg_try_advisory_xact_lock(:k)"),
+                                             {"k": RELAY_LOCK_ID})).scalar():
                     # Only if there is something to send: an idle relay must not spin on a busy one's lock.
                     pending = (await conn.execute(select(outbox.c.id).limit(1))).first()
                     return -1 if pending is not None else 0
@@ -119,6 +140,18 @@ class OutboxRelay:
                                                     outbox.c.id.in_([r["id"] for r in rows])))
         self.published += len(rows)
         return len(rows)
+
+
+async def _wait_for_lock(conn: AsyncConnection) -> None:
+    """Take the relay lock, waiting at most ``LOCK_WAIT_MS`` (one round trip: the timeout is set
+    for this transaction in the same statement); raise ``_LockBusy`` when the wait runs out."""
+    try:
+        await conn.execute(text("SELECT set_config('lock_timeout', :ms, true), pg_advisory_xact_lock(:k)"),
+                           {"ms": str(LOCK_WAIT_MS), "k": RELAY_LOCK_ID})
+    except DBAPIError as exc:
+        if getattr(exc.orig, "sqlstate", None) == LOCK_NOT_AVAILABLE:
+            raise _LockBusy from exc
+        raise
 
 
 async def _wait(stop: asyncio.Event, seconds: float) -> None:
