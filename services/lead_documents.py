@@ -42,12 +42,17 @@ async def load_lead_documents(conn: AsyncConnection, lead_ids: Iterable[str], *,
                               timeline_limit: int = 500) -> dict[str, dict[str, Any] | None]:
     """Each requested id's document (None for an unknown id), all read in one set of queries."""
     requested = list(dict.fromkeys(lead_ids))
-    winner_of = await resolve_lead_map(conn, requested)
+    # The requested leads are read whole at once: most are their own survivors (never merged away),
+    # and only the others need resolving, then their survivors' rows (a query less in the usual case).
+    rows = await _lead_rows(conn, requested)
+    winner_of = {lead_id: lead_id for lead_id, row in rows.items() if not row["merged_into"]}
+    merged_away = [lead_id for lead_id, row in rows.items() if row["merged_into"]]
+    if merged_away:
+        winner_of |= await resolve_lead_map(conn, merged_away)
+        rows |= await _lead_rows(conn, sorted(set(winner_of.values()) - rows.keys()))
     winners = sorted(set(winner_of.values()))
     if not winners:
         return dict.fromkeys(requested)
-    rows = {row["id"]: row for row in (await conn.execute(select(leads).where(leads.c.id.in_(winners))))
-            .mappings()}
     merged_from = await _merged_away(conn, winners)
     root = {winner: winner for winner in winners} | {loser: w for w, losers in merged_from.items() for loser in losers}
     own_ids = sorted(root)
@@ -76,6 +81,12 @@ async def load_lead_documents(conn: AsyncConnection, lead_ids: Iterable[str], *,
     }
     return {lead_id: documents.get(winner_of[lead_id]) if lead_id in winner_of else None
             for lead_id in requested}
+
+
+async def _lead_rows(conn: AsyncConnection, lead_ids: Sequence[str]) -> dict[str, Row]:
+    if not lead_ids:
+        return {}
+    return {row["id"]: row for row in (await conn.execute(select(leads).where(leads.c.id.in_(lead_ids)))).mappings()}
 
 
 async def _merged_away(conn: AsyncConnection, winners: Sequence[str]) -> dict[str, list[str]]:
