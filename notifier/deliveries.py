@@ -4,8 +4,8 @@
     await worker.run(stop)
 
 A row is claimed by moving its ``next_attempt_at`` past the send's timeout (a lease) in a short
-transaction that also reads the lead documents to send, then sent outside any transaction, then its
-result is recorded:
+transaction (on PostgreSQL it also reads the lead documents to send), then sent outside any
+transaction, then its result is recorded:
 
 - 2xx: delivered. 5xx, 408, 429 (``Retry-After`` honoured) and network errors/timeouts: retried with
   exponential backoff and jitter, up to ``crm.max_attempts``. Other 4xx (and exhausted retries): dead
@@ -108,11 +108,17 @@ class DeliveryWorker:
 
     async def run_once(self) -> int:
         now = utcnow()
-        # The claim and the lead documents in one transaction: a claim's transaction, then a read on
-        # a second connection, cost four more round trips per cycle (checkout, BEGIN, COMMIT, ROLLBACK).
+        # On PostgreSQL the lead documents are read in the claim's transaction: a read on a second
+        # connection cost four more round trips per cycle (checkout, BEGIN, COMMIT, ROLLBACK). SQLite's
+        # one writer is not held while they are read: the embedded services share it.
+        requests: list[list[OutboundRequest] | Permanent] = []
         async with self.db.transaction() as conn:
             rows = await self._claim(conn, now)
-            requests = await self._requests_for(conn, rows) if rows else []
+            if rows and self.db.is_postgres:
+                requests = await self._requests_for(conn, rows)
+        if rows and not self.db.is_postgres:
+            async with self.db.read() as conn:
+                requests = await self._requests_for(conn, rows)
         for target in {r["target"] for r in rows}:
             self.breakers[target] = self._breaker(target).trial_started(now)
         if rows:

@@ -1,7 +1,8 @@
-"""A push cycle of the delivery worker costs two transactions whatever the batch: one claims the rows
-and reads their lead documents, one records the results. (A claim's transaction, then the documents
-read on a second connection, was four round trips more per cycle: the notifier makes a cycle per
-assignment or two at 1,000 tp/s end to end.)"""
+"""A push cycle of the delivery worker on PostgreSQL costs two transactions whatever the batch: one
+claims the rows and reads their lead documents, one records the results. (A claim's transaction, then
+the documents read on a second connection, was four round trips more per cycle: the notifier makes a
+cycle per assignment or two at 1,000 tp/s end to end.) On SQLite the documents are read beside the
+one writer, not holding it."""
 
 from __future__ import annotations
 
@@ -44,6 +45,7 @@ class Recorder:
 
 
 async def test_a_push_cycle_is_two_transactions_and_reads_each_table_once(db: Database) -> None:
+    connections = 2 if db.is_postgres else 3  # SQLite: claim (writer), documents (a reader), record
     async with Receiver() as crm:
         config = crm_config(crm.url("/leads"))
         async with db.transaction() as conn:
@@ -56,7 +58,7 @@ async def test_a_push_cycle_is_two_transactions_and_reads_each_table_once(db: Da
             sent = await DeliveryWorker(db, config, client, environ=dict(TEST_SECRETS)).run_once()
             recorder.on = False
     assert sent == 3 and len([q for q in crm.requests if q.path == "/leads"]) == 3
-    assert recorder.checkouts == 2, f"{recorder.checkouts} connections for one cycle: {recorder.statements}"
+    assert recorder.checkouts == connections, f"{recorder.checkouts} connections for one cycle: {recorder.statements}"
     # The leads themselves once (none was merged away, so none is resolved), the merged-away check once.
     leads_reads = [s for s in recorder.statements if s.startswith("SELECT leads.")]
     assert sorted(recorder.statements[s] for s in leads_reads) == [1, 1], recorder.statements
