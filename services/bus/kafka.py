@@ -23,7 +23,6 @@ from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRebalanceListen
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from aiokafka.errors import CommitFailedError, IllegalStateError, KafkaError, TopicAlreadyExistsError
 from aiokafka.partitioner import DefaultPartitioner
-from aiokafka.producer.message_accumulator import BatchBuilder
 
 from services.bus.base import Bus, BusUnavailable, CommitFailed, Consumer, Message
 from services.events import TOPICS, Event
@@ -137,10 +136,10 @@ class KafkaBus(Bus):
                 batch = producer.create_batch()
                 for key, value, headers in records:
                     if batch.append(key=key, value=value, timestamp=None, headers=headers) is None:  # full
-                        futures.append(await _send(producer, batch, full, partition))
+                        futures.append(await producer.send_batch(batch, full, partition=partition))
                         batch = producer.create_batch()
                         batch.append(key=key, value=value, timestamp=None, headers=headers)
-                futures.append(await _send(producer, batch, full, partition))
+                futures.append(await producer.send_batch(batch, full, partition=partition))
             await asyncio.gather(*futures)
         except (KafkaError, OSError) as exc:
             raise BusUnavailable(f"Kafka did not acknowledge the messages: {exc}") from exc
@@ -159,14 +158,6 @@ class KafkaBus(Bus):
 
     def consumer(self, group: str, topics: Sequence[str]) -> KafkaConsumer:
         return KafkaConsumer(self, group, topics)
-
-
-async def _send(producer: AIOKafkaProducer, batch: BatchBuilder, topic: str, partition: int) -> asyncio.Future[Any]:
-    """Hand over a whole batch, closed: aiokafka lets an open batch linger (``linger_ms``) for
-    messages that ``send`` might still add, and nothing else will be added to ours. Every batch of a
-    publish is handed over before the sender task runs, so they still go in one produce request."""
-    batch.close()
-    return await producer.send_batch(batch, topic, partition=partition)  # type: ignore[no-any-return]
 
 
 class _Rebalance(ConsumerRebalanceListener):  # type: ignore[misc]
