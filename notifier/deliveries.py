@@ -164,6 +164,10 @@ class DeliveryWorker:
                 built.append(self._requests(row, documents))
             except Permanent as exc:
                 built.append(exc)
+            except Exception as exc:  # a row no code path can send (a bug, a mangled payload):
+                # dead-letter it rather than fail the claim, which would hold back the rows beside it.
+                log.exception("delivery %s: cannot build its requests", row["id"])
+                built.append(Permanent(f"cannot build the requests: {type(exc).__name__}: {exc}"))
         return built
 
     async def _deliver(self, row: dict[str, Any], requests: list[OutboundRequest] | Permanent) -> _Attempt:

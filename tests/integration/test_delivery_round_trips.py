@@ -11,11 +11,13 @@ from typing import Any
 
 import httpx
 import pytest
-from sqlalchemy import event
+from sqlalchemy import event, select
 
 from notifier.deliveries import DeliveryWorker
 from notifier.queue import enqueue_crm_push
 from services.db.database import Database
+from services.db.models import deliveries
+from services.dlq import list_dead_letters
 from services.events import utcnow
 from tests.integration.test_dlq import crm_config
 from tests.support.leadfactory import add_lead
@@ -62,3 +64,28 @@ async def test_a_push_cycle_is_two_transactions_and_reads_each_table_once(db: Da
     # The leads themselves once (none was merged away, so none is resolved), the merged-away check once.
     leads_reads = [s for s in recorder.statements if s.startswith("SELECT leads.")]
     assert sorted(recorder.statements[s] for s in leads_reads) == [1, 1], recorder.statements
+
+
+async def test_a_row_whose_requests_cannot_be_built_is_dead_lettered_and_the_rest_sent(db: Database) -> None:
+    # The claim and the documents share a transaction: an error building one row's requests must not
+    # roll the claim back (the batch would be claimed and fail again forever) but dead-letter that row.
+    async with Receiver() as crm:
+        config = crm_config(crm.url("/leads"))
+        async with db.transaction() as conn:
+            lead = await add_lead(conn, email="ok@acme.io", stage="sql", owner="anna")
+            await conn.execute(deliveries.insert(), [{
+                "target": "alert:webhook", "order_key": "mangled", "idempotency_key": "alert:mangled:webhook",
+                "kind": "sla_breach", "lead_id": None, "payload": {"alert": {"not": "an alert"}, "sink": "webhook"},
+                "status": "pending", "attempts": 0, "next_attempt_at": utcnow(), "created_at": utcnow()}])
+            await enqueue_crm_push(conn, lead, "asg-1", utcnow())
+        async with httpx.AsyncClient() as client:
+            assert await DeliveryWorker(db, config, client, environ=dict(TEST_SECRETS)).run_once() == 2
+    assert [q.path for q in crm.requests if q.path == "/leads"] == ["/leads"]
+    async with db.read() as conn:
+        statuses = dict((await conn.execute(select(deliveries.c.idempotency_key, deliveries.c.status))).all())
+    # The mangled row is dead, the push delivered, and a dead-letter alert about the row is queued.
+    assert statuses.pop("alert:mangled:webhook") == "dead"
+    assert statuses.pop(f"{lead}:asg-1") == "delivered"
+    assert list(statuses.values()) == ["pending"]
+    dead = await list_dead_letters(db)
+    assert len(dead) == 1 and "cannot build the requests" in dead[0]["error"]
