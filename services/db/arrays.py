@@ -17,13 +17,13 @@ from collections.abc import Mapping, Sequence
 from functools import lru_cache
 from typing import Any
 
-import orjson
 from sqlalchemy import JSON, Float, Integer, String, Table, Text, bindparam, text
 from sqlalchemy.ext.asyncio import AsyncConnection
 from sqlalchemy.sql.base import Executable
 from sqlalchemy.sql.elements import TextClause
 from sqlalchemy.types import TypeEngine
 
+from services.db.database import json_text
 from services.db.dialect import insert_ignore
 from services.db.types import UtcDateTime
 
@@ -92,8 +92,7 @@ def column_arrays(table: Table, rows: Sequence[Row]) -> dict[str, list[Any]]:
     out: dict[str, list[Any]] = {}
     for name in rows[0]:
         if isinstance(table.c[name].type, JSON):
-            out[name] = [None if row[name] is None else
-                         orjson.dumps(row[name], option=orjson.OPT_NON_STR_KEYS).decode() for row in rows]
+            out[name] = [None if row[name] is None else json_text(row[name]) for row in rows]
         else:
             out[name] = [row[name] for row in rows]
     return out
