@@ -324,8 +324,7 @@ class RuleSet:
         matched = cache.get("_fit_rules")
         if matched is None or matched[0] is not self:
             matched = cache["_fit_rules"] = (self, self._matching_fit_rules(state.traits))
-        items = tuple(ScoreItem(rule.name, "fit", rule.points, None, _fit_time(rule, state.traits_at))
-                      for rule in matched[1])
+        items = tuple(_fit_item(rule, state.traits_at) for rule in matched[1])
         cache["_fit"] = (self, items)
         return items
 
@@ -422,11 +421,25 @@ def _values_key(index: int, keys: tuple[str, ...] | None, traits: Mapping[str, A
 
 def _fit_time(rule: _FitRule, traits_at: Mapping[str, Stamp]) -> datetime | None:
     stamps = [traits_at[key][0] for key in rule.trait_keys if key in traits_at]
-    return _stamp_time_value(max(stamps)) if stamps else None
+    return _stamp_instant(max(stamps))[0] if stamps else None
+
+
+def _fit_item(rule: _FitRule, traits_at: Mapping[str, Stamp]) -> ScoreItem:
+    """The fit item of a matching rule, dated by the last write of the traits it reads, with its time's
+    text already set (a lead's fit items are made again on every batch that re-sends a trait)."""
+    stamps = [traits_at[key][0] for key in rule.trait_keys if key in traits_at]
+    if not stamps:
+        return ScoreItem(rule.name, "fit", rule.points, None, None)
+    at, text = _stamp_instant(max(stamps))
+    item = ScoreItem(rule.name, "fit", rule.points, None, at)
+    item.__dict__["_at_text"] = text
+    return item
 
 
 @lru_cache(maxsize=4096)  # at 65,536 it would hold 13 MiB when full, and fill for an hour at the soak's rate
-def _stamp_time_value(stamp: str) -> datetime:
-    """A stamp's instant (a lead's fit lines are dated from the same few stamps batch after batch, so
-    the stamps of the leads being scored now are the hits: as many as the state cache holds leads)."""
-    return parse_time(stamp)
+def _stamp_instant(stamp: str) -> tuple[datetime, str]:
+    """A stamp's instant and that instant's ISO text (a lead's fit lines are dated from the same few
+    stamps batch after batch, so the stamps of the leads being scored now are the hits: as many as the
+    state cache holds leads)."""
+    at = parse_time(stamp)
+    return at, at.isoformat()
