@@ -4,7 +4,9 @@ For each poll: ONE transaction claims the event ids (a redelivery is a no-op), r
 (email, user ids, anonymous ids; alias links), merges leads that turn out to be one person, folds the
 touchpoints into each lead's score state (``scoring.rules``), stores the timeline, records stage
 changes ``anonymous -> known -> engaged``, and queues ``lead.scored`` / ``lead.stage_changed`` /
-``lead.merged`` in the outbox. Offsets are committed by the runner after that transaction.
+``lead.merged`` in the outbox. Offsets are committed by the runner after that transaction. The claim
+travels with the writes; a batch holding an id claimed before is rolled back and applied again with
+only its new events (redeliveries are rare; claiming first would make every batch wait for it).
 
 Several scoring consumers may touch one lead (its identities hash to different partitions): lead rows
 are locked in id order (PostgreSQL), and a race on a new identity fails on its primary key and is
@@ -19,6 +21,7 @@ recently are reused rather than parsed again when the stored revision says they 
 
 from __future__ import annotations
 
+import asyncio
 import os
 import uuid
 from collections.abc import Iterator
@@ -28,6 +31,7 @@ from typing import Any
 
 from pydantic import TypeAdapter
 from sqlalchemy import update
+from sqlalchemy.engine import Result
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from scoring.bulk import REV, find_links, link_statement, linked_pairs, load_states, lock_leads
@@ -59,7 +63,7 @@ from services.events import (
     Touchpoint,
     utcnow,
 )
-from services.idempotency import claim_new
+from services.idempotency import claim_new, claim_statement, claimed_ids
 from services.lead_store import stage_move
 from services.outbox import mark_queued
 from services.stage_chain import first_move_top, stage_chain_updates
@@ -114,11 +118,26 @@ class ScoringHandler(Handler):
     async def handle(self, events: list[Event]) -> None:
         # A malformed touchpoint fails the batch; the runner splits it and dead-letters that one.
         parsed = TOUCHPOINT_LIST.validate_python([e.data for e in events])
+        ids = [e.id for e in events]
+        # Almost every batch is new: apply it and claim its ids in the same pipe, so that the database
+        # records the claim while this process folds (the claim is one of the batch's slowest
+        # statements). If any id had been handled before, that transaction is rolled back, and the
+        # batch is applied again the careful way: claim first, then only what is new.
+        try:
+            async with self.db.transaction() as conn:
+                await _Batch(conn, self.rules, self.states).apply(parsed, claim=(self.group, ids))
+            return
+        except _SeenBefore:
+            pass
         async with self.db.transaction() as conn:
-            fresh = await claim_new(conn, self.group, [e.id for e in events])
+            fresh = await claim_new(conn, self.group, ids)
             todo = [tp for e, tp in zip(events, parsed, strict=True) if e.id in fresh]
             if todo:
                 await _Batch(conn, self.rules, self.states).apply(todo)
+
+
+class _SeenBefore(Exception):
+    """Some of the batch's event ids were claimed before: roll back and apply only the new ones."""
 
 
 class _Batch:
@@ -135,17 +154,32 @@ class _Batch:
         self.outbox_rows: list[dict[str, Any]] = []
         self.event_ids = _uuid4_texts()
 
-    async def apply(self, todo: list[Touchpoint]) -> None:
-        self.links = await find_links(self.conn, (i for tp in todo for i in identities_of(tp)))
+    async def apply(self, todo: list[Touchpoint], *, claim: tuple[str, list[str]] | None = None) -> None:
+        """Fold ``todo`` into its leads and write everything. With ``claim`` (consumer group, event ids)
+        the ids are claimed on the way, and :class:`_SeenBefore` raised unless every one was new."""
+        finding = asyncio.ensure_future(find_links(self.conn, [i for tp in todo for i in identities_of(tp)]))
+        await asyncio.sleep(0)  # the query on its way: the touchpoints' JSON is made meanwhile
+        try:
+            dumped = TOUCHPOINT_LIST.dump_python(todo, mode="json")
+        finally:  # whatever happens, the query ends before anything else uses the connection
+            self.links = await finding
         await self._load_leads(set(self.links.values()))
-        for tp, data in zip(todo, TOUCHPOINT_LIST.dump_python(todo, mode="json"), strict=True):
-            lead = self._resolve(tp)
-            lead.new_touchpoints.append(data)
-            if tp.email and not lead.email:
-                lead.email = tp.email
-            if tp.email or tp.user_id:
-                lead.known = True
-        await self._write()
+        async with StatementPipe(self.conn) as pipe:
+            claimed = await pipe.send(*claim_statement(self.conn, *claim)) if claim is not None else None
+            for tp, data in zip(todo, dumped, strict=True):
+                lead = self._resolve(tp)
+                lead.new_touchpoints.append(data)
+                if tp.email and not lead.email:
+                    lead.email = tp.email
+                if tp.email or tp.user_id:
+                    lead.known = True
+            links = await self._write(pipe)
+        if claim is not None and claimed is not None and claimed_ids(await claimed) != set(claim[1]):
+            raise _SeenBefore
+        if links is not None:
+            raced = set(self.new_links) - linked_pairs(await links)
+            if raced:
+                await self._check_links(sorted(raced))
 
     # -- identity -------------------------------------------------------------------------------
     async def _load_leads(self, ids: set[str]) -> None:
@@ -213,50 +247,47 @@ class _Batch:
         return winner
 
     # -- writing --------------------------------------------------------------------------------
-    async def _write(self) -> None:
+    async def _write(self, pipe: StatementPipe) -> asyncio.Future[Result[Any]] | None:
+        """Send the batch's statements; the identity links' result (to check for races), if any."""
         # Through a pipe: the server applies each statement while the next one's rows are built here.
         # The new identity links and the timeline go first (known before any lead is folded; the
         # links, cheap to build, while the timeline's JSON is encoded), then the leads in a few
         # slices, each slice's rows sent while the next slice is folded.
         conn, now = self.conn, self.now
         history: list[dict[str, Any]] = []
-        async with StatementPipe(conn) as pipe:
-            for winner, loser in self.merges:
-                await pipe.send(update(lead_identities).where(lead_identities.c.lead_id == loser)
-                                .values(lead_id=winner))
-                await pipe.send(update(touchpoints).where(touchpoints.c.lead_id == loser).values(lead_id=winner))
-                await pipe.send(lead_merges.insert().values(winner_id=winner, loser_id=loser, at=now,
-                                                            reason=f"identities linked at {now.isoformat()}"))
-                self._emit(LEAD_MERGED, winner, {"winner_id": winner, "loser_id": loser, "at": now.isoformat()})
-            links = None
-            if self.new_links:  # in (kind, value) order: two consumers linking the same two never deadlock
-                links = await pipe.send(*link_statement(conn, [
-                    {"kind": k, "value": v, "lead_id": self._live(lead_id).id, "linked_at": now}
-                    for (k, v), lead_id in sorted(self.new_links.items())]))
-            tp_rows = self._timeline_rows()
-            if tp_rows:
-                await pipe.send(*insert_statement(conn, touchpoints, tp_rows, ignore_conflicts=True))
-            score_rows: list[dict[str, Any]] = []
-            for part in _slices(list(self.leads.values()), FOLD_SLICES):
-                inserts, updates = self._fold(part, history, score_rows)
-                if inserts:
-                    await pipe.send(*insert_statement(conn, leads, inserts))
-                if updates:
-                    await pipe.send(*update_statement(conn, leads, "id", updates))
-            if score_rows:
-                await pipe.send(score_history.insert(), score_rows)
-            if history:
-                await pipe.send(stage_history.insert(), history)
-                moved = {str(row["lead_id"]) for row in history if row["top"] is None}
-                for statement in stage_chain_updates(conn.dialect.name, moved):
-                    await pipe.send(statement)
-            if self.outbox_rows:
-                await pipe.send(*insert_statement(conn, outbox, self.outbox_rows))
-                mark_queued(conn)
-        if links is not None:
-            raced = set(self.new_links) - linked_pairs(await links)
-            if raced:
-                await self._check_links(sorted(raced))
+        for winner, loser in self.merges:
+            await pipe.send(update(lead_identities).where(lead_identities.c.lead_id == loser)
+                            .values(lead_id=winner))
+            await pipe.send(update(touchpoints).where(touchpoints.c.lead_id == loser).values(lead_id=winner))
+            await pipe.send(lead_merges.insert().values(winner_id=winner, loser_id=loser, at=now,
+                                                        reason=f"identities linked at {now.isoformat()}"))
+            self._emit(LEAD_MERGED, winner, {"winner_id": winner, "loser_id": loser, "at": now.isoformat()})
+        links = None
+        if self.new_links:  # in (kind, value) order: two consumers linking the same two never deadlock
+            links = await pipe.send(*link_statement(conn, [
+                {"kind": k, "value": v, "lead_id": self._live(lead_id).id, "linked_at": now}
+                for (k, v), lead_id in sorted(self.new_links.items())]))
+        tp_rows = self._timeline_rows()
+        if tp_rows:
+            await pipe.send(*insert_statement(conn, touchpoints, tp_rows, ignore_conflicts=True))
+        score_rows: list[dict[str, Any]] = []
+        for part in _slices(list(self.leads.values()), FOLD_SLICES):
+            inserts, updates = self._fold(part, history, score_rows)
+            if inserts:
+                await pipe.send(*insert_statement(conn, leads, inserts))
+            if updates:
+                await pipe.send(*update_statement(conn, leads, "id", updates))
+        if score_rows:
+            await pipe.send(score_history.insert(), score_rows)
+        if history:
+            await pipe.send(stage_history.insert(), history)
+            moved = {str(row["lead_id"]) for row in history if row["top"] is None}
+            for statement in stage_chain_updates(conn.dialect.name, moved):
+                await pipe.send(statement)
+        if self.outbox_rows:
+            await pipe.send(*insert_statement(conn, outbox, self.outbox_rows))
+            mark_queued(conn)
+        return links
 
     def _timeline_rows(self) -> list[dict[str, Any]]:
         """The ``touchpoints`` rows of this batch, each under the lead it resolved to."""

@@ -9,9 +9,12 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import Any
 
 from sqlalchemy import text
+from sqlalchemy.engine import Result
 from sqlalchemy.ext.asyncio import AsyncConnection
+from sqlalchemy.sql.base import Executable
 
 from services.db.dialect import insert_ignore
 from services.db.models import processed_events
@@ -23,21 +26,28 @@ async def claim_new(conn: AsyncConnection, consumer: str, event_ids: Sequence[st
 
     Rolls back with the caller's transaction, so an id counts as processed only if its effects committed.
     """
-    ids = list(dict.fromkeys(event_ids))
-    if not ids:
+    if not event_ids:
         return set()
+    return claimed_ids(await conn.execute(*claim_statement(conn, consumer, event_ids)))
+
+
+def claim_statement(conn: AsyncConnection, consumer: str, event_ids: Sequence[str]) -> tuple[Executable, Any]:
+    """:func:`claim_new`'s statement and parameters (``event_ids`` not empty), built but not sent: for a
+    caller that sends it through a pipe (``services.db.pipeline``); :func:`claimed_ids` reads its result."""
+    ids = list(dict.fromkeys(event_ids))
     now = utcnow()
     # ON CONFLICT DO NOTHING ... RETURNING answers exactly the ids this transaction claimed: a redelivered
     # id, or one a concurrent member claimed first (it waits for that member's commit), is not returned.
     if conn.dialect.name == "postgresql":
         # One statement with the ids as one array (an executemany is a statement per row on the server).
-        inserted = await conn.execute(_CLAIM_PG, {"consumer": consumer, "ids": ids, "at": now})
-    else:
-        inserted = await conn.execute(
-            insert_ignore(conn, processed_events).returning(processed_events.c.event_id),
-            [{"consumer": consumer, "event_id": i, "processed_at": now} for i in ids],
-        )
-    return set(inserted.scalars())
+        return _CLAIM_PG, {"consumer": consumer, "ids": ids, "at": now}
+    return (insert_ignore(conn, processed_events).returning(processed_events.c.event_id),
+            [{"consumer": consumer, "event_id": i, "processed_at": now} for i in ids])
+
+
+def claimed_ids(result: Result[Any]) -> set[str]:
+    """The ids a :func:`claim_statement` claimed."""
+    return set(result.scalars())
 
 
 _CLAIM_PG = text(

@@ -77,6 +77,26 @@ async def test_a_redelivered_batch_changes_nothing(db: Database) -> None:
         assert (await conn.execute(select(func.count()).select_from(touchpoints))).scalar_one() == 5
 
 
+async def test_a_batch_partly_seen_before_applies_only_its_new_events(db: Database) -> None:
+    # The runner redelivers a batch whose first part was handled (a rebalance, a restart): the claim
+    # travels with the writes, so the batch is applied again with its new events only. Lead A's
+    # event was seen: its row and its events stay as they were; lead B's is new.
+    handler = ScoringHandler(db, RULES)
+    seen = tp("s1", "page_view", 0, email="ash@acme.io", properties={"path": "/pricing"})
+    await handler.handle([seen])
+    (lead_a,) = await live_leads(db)
+    new = tp("s2", "form_submit", 1, email="bea@acme.io", properties={"form": "demo"})
+    await handler.handle([seen, new])
+    leads_now = {lead["email"]: lead for lead in await live_leads(db)}
+    assert leads_now["ash@acme.io"] == lead_a, "a seen event must not touch its lead again"
+    assert leads_now["bea@acme.io"]["stage"] == "engaged"
+    async with db.read() as conn:
+        scored = (await conn.execute(select(outbox.c.key).where(outbox.c.type == LEAD_SCORED))).scalars().all()
+        stored_tps = (await conn.execute(select(func.count()).select_from(touchpoints))).scalar_one()
+    assert sorted(scored) == sorted([lead_a["id"], leads_now["bea@acme.io"]["id"]]), "one lead.scored each"
+    assert stored_tps == 2
+
+
 async def test_arrival_order_does_not_change_the_score(db: Database) -> None:
     events = [tp(f"o{i}", "page_view", i * 7, email=f"{who}@acme.io", properties={"path": path})
               for i, (who, path) in enumerate([("ann", "/pricing")] * 4 + [("bo", "/blog/a")] * 5)]
