@@ -4,17 +4,17 @@ SHELL := /bin/bash
 PYTHON ?= $(shell command -v python3.11 || command -v python3)
 VENV := .venv
 BIN := $(VENV)/bin
-STAMP := $(VENV)/.installed-$(shell cat pyproject.toml | cksum | cut -d' ' -f1)
+STAMP := $(VENV)/.installed-$(shell cat pyproject.toml constraints.txt | cksum | cut -d' ' -f1)
 export HANDOFF_LOG_LEVEL ?= INFO
 
-.PHONY: up test lint typecheck unit integration e2e bench clean venv system-deps postgres
+.PHONY: up test lint typecheck unit integration e2e bench clean venv system-deps postgres lock
 
 venv: $(STAMP)
 
-$(STAMP): pyproject.toml
+$(STAMP): pyproject.toml constraints.txt
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install -q --upgrade pip
-	$(BIN)/python -m pip install -q -e '.[dev]'
+	$(BIN)/python -m pip install -q -c constraints.txt -e '.[dev]'
 	@rm -f $(VENV)/.installed-*; touch $@
 
 up: venv
@@ -51,6 +51,15 @@ integration: venv postgres
 
 bench: venv
 	$(BIN)/handoff bench
+
+# Re-resolve pyproject.toml's ranges in a scratch venv and pin the result in constraints.txt.
+lock:
+	rm -rf .lock-venv && $(PYTHON) -m venv .lock-venv
+	.lock-venv/bin/python -m pip install -q --upgrade pip
+	.lock-venv/bin/python -m pip install -q -e '.[dev]'
+	{ sed -n '/^#/p' constraints.txt; .lock-venv/bin/python -m pip freeze --exclude-editable; } > constraints.txt.new
+	mv constraints.txt.new constraints.txt && rm -rf .lock-venv
+	@echo "constraints.txt rewritten; run make test before committing it"
 
 clean:
 	rm -rf $(VENV) build *.egg-info .mypy_cache .ruff_cache test-output handoff.db handoff.db-*
