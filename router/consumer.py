@@ -17,7 +17,7 @@ from dataclasses import dataclass, field, replace
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import func, select, update
+from sqlalchemy import select, update
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from router.assign import Decision, RepState, Router, RoutingState
@@ -41,10 +41,10 @@ from services.events import (
     utcnow,
 )
 from services.idempotency import claim_new
+from services.rep_loads import open_lead_counts
 
 log = logging.getLogger(__name__)
 GLOBAL_LOCK = "*"  # the routing_cursors row every assignment locks first
-OPEN_STAGES = ("sql", "contacted")
 # What routing reads of a lead (not its score state and breakdown: large JSON it never needs).
 ROW_COLUMNS = (leads.c.id, leads.c.stage, leads.c.owner, leads.c.merged_into, leads.c.fit, leads.c.engagement,
                leads.c.total, leads.c.traits, leads.c.email, leads.c.company_domain)
@@ -215,9 +215,7 @@ class RouterHandler(Handler):
         await conn.execute(lock(conn, select(routing_cursors.c.team).where(routing_cursors.c.team == GLOBAL_LOCK)))
 
     async def _rep_states(self, conn: AsyncConnection) -> dict[str, RepState]:
-        loads: dict[str, int] = dict((await conn.execute(  # type: ignore[arg-type]
-            select(leads.c.owner, func.count()).where(leads.c.stage.in_(OPEN_STAGES), leads.c.owner.is_not(None))
-            .group_by(leads.c.owner))).all())
+        loads = await open_lead_counts(conn, [rep.id for rep in self.config.reps])
         overrides = {r.rep_id: r for r in (await conn.execute(select(rep_state))).all()}
         states = {}
         for rep in self.config.reps:

@@ -21,19 +21,18 @@ from zoneinfo import ZoneInfo
 
 from fastapi import APIRouter
 from pydantic import BaseModel, ConfigDict, Field, model_validator
-from sqlalchemy import func, select
+from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from services.config import WEEKDAYS, HandoffConfig, Rep
 from services.db.dialect import upsert
-from services.db.models import leads, rep_state
+from services.db.models import rep_state
 from services.events import utcnow
 from services.http.auth import RequireToken
 from services.http.deps import ContainerDep
 from services.http.errors import ApiError
 from services.http.links import REP_LINKS, REPS_LINKS, ok_links
-
-OPEN_STAGES = ("sql", "contacted")
+from services.rep_loads import open_lead_counts
 
 
 class RepUpdate(BaseModel):
@@ -94,20 +93,11 @@ async def _overrides(conn: AsyncConnection, rep_ids: list[str]) -> dict[str, Map
     return {row["rep_id"]: row for row in rows}
 
 
-async def _open_leads(conn: AsyncConnection, rep_ids: list[str]) -> dict[str, int]:
-    rows = (await conn.execute(
-        select(leads.c.owner, func.count())
-        .where(leads.c.owner.in_(rep_ids), leads.c.stage.in_(OPEN_STAGES), leads.c.merged_into.is_(None))
-        .group_by(leads.c.owner)
-    )).all()
-    return {owner: int(count) for owner, count in rows}
-
-
 async def load_reps(conn: AsyncConnection, config: HandoffConfig, now: datetime) -> list[dict[str, Any]]:
     """Every configured rep with overrides and load (two queries, whatever the number of reps)."""
     ids = [rep.id for rep in config.reps]
     overrides = await _overrides(conn, ids)
-    load = await _open_leads(conn, ids)
+    load = await open_lead_counts(conn, ids)
     return [rep_view(rep, config, overrides.get(rep.id), load.get(rep.id, 0), now) for rep in config.reps]
 
 
@@ -150,7 +140,7 @@ def build_router() -> APIRouter:
             }
             await conn.execute(upsert(conn, rep_state, ["rep_id"], ["available", "capacity", "updated_at"])
                                .values(**row))
-            load = (await _open_leads(conn, [rep.id])).get(rep.id, 0)
+            load = (await open_lead_counts(conn, [rep.id])).get(rep.id, 0)
         return rep_view(rep, container.config, row, load, now)
 
     return router

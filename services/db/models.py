@@ -97,6 +97,8 @@ ingest_events = Table(
 )
 
 # ---------------------------------------------------------------- leads
+OPEN_OWNED_WHERE = "stage IN ('sql', 'contacted') AND owner IS NOT NULL AND merged_into IS NULL"
+
 leads = Table(
     "leads", metadata,
     Column("id", String(64), primary_key=True),
@@ -129,6 +131,9 @@ leads = Table(
     Index("ix_leads_contacted", "contacted_at", postgresql_include=["id"],
           postgresql_where=text("contacted_at IS NOT NULL AND merged_into IS NULL"),
           sqlite_where=text("contacted_at IS NOT NULL AND merged_into IS NULL")),
+    # Each rep's open leads, counted by the router on every batch that assigns (services/rep_loads.py).
+    Index("ix_leads_open_owner", "owner", postgresql_where=text(OPEN_OWNED_WHERE),
+          sqlite_where=text(OPEN_OWNED_WHERE)),
 )
 lead_identities = Table(
     "lead_identities", metadata,

@@ -100,3 +100,18 @@ async def test_scored_events_that_cannot_move_their_lead_are_left_without_a_tran
         stages = dict((await conn.execute(select(leads.c.id, leads.c.stage))).all())
     assert claimed == {"scored-hot-1"}
     assert stages == {"cold": "engaged", "hot": "sql"}
+
+
+async def test_a_reps_load_counts_its_live_open_leads_only(db: Database) -> None:
+    # What capacity and least-loaded routing read: the open leads a rep owns, as GET /v1/reps shows
+    # them. A lead merged into another is not a lead any more, whatever stage its row kept.
+    async with db.transaction() as conn:
+        for stage in ("sql", "contacted", "won", "recycled", "mql"):
+            await add_lead(conn, stage=stage, owner="anna")
+        await add_lead(conn, stage="sql", owner="anna", merged_into="someone-else")
+        await add_lead(conn, stage="sql", owner="carl")
+        await add_lead(conn, stage="sql", owner=None)
+    handler = RouterHandler(db, load_config(None))
+    async with db.read() as conn:
+        states = await handler._rep_states(conn)
+    assert {rep: state.open_leads for rep, state in states.items()} == {"anna": 2, "ben": 0, "carl": 1, "dana": 0}
