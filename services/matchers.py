@@ -31,8 +31,12 @@ class MatcherError(ValueError):
 
 def lookup(data: Mapping[str, Any], dotted: str) -> Any:
     """Value at ``a.b.c`` in nested mappings, or the module's ``_MISSING`` sentinel."""
+    return _lookup_parts(data, tuple(dotted.split(".")))
+
+
+def _lookup_parts(data: Mapping[str, Any], parts: tuple[str, ...]) -> Any:
     current: Any = data
-    for part in dotted.split("."):
+    for part in parts:
         # ``type is dict`` first: the abstract-class check is the slow path of every rule evaluation.
         if (type(current) is dict or isinstance(current, Mapping)) and part in current:
             current = current[part]
@@ -79,6 +83,8 @@ def compile_matcher(path: str, spec: Any) -> Callable[[Any], bool]:
     checks: list[Callable[[Any], bool]] = []
     for op, arg in spec.items():
         checks.append(_compile_operator(path, op, arg))
+    if len(checks) == 1:  # the usual case: no generator to run for every value
+        return checks[0]
     return lambda value: all(check(value) for check in checks)
 
 
@@ -122,5 +128,11 @@ def compile_when(when: Mapping[str, Any] | None, where: str = "when") -> Predica
         return lambda data: True
     if not isinstance(when, Mapping):
         raise MatcherError(where, "must be a mapping of dotted paths to matchers")
-    compiled = [(path, compile_matcher(f"{where}.{path}", spec)) for path, spec in when.items()]
-    return lambda data: all(check(lookup(data, path)) for path, check in compiled)
+    # Paths split once here, not on every evaluation; a one-entry block (most rules, once the type
+    # index has checked ``type``) is one lookup and one check, without a generator.
+    compiled = [(tuple(str(path).split(".")), compile_matcher(f"{where}.{path}", spec))
+                for path, spec in when.items()]
+    if len(compiled) == 1:
+        (parts, check), = compiled
+        return lambda data: check(_lookup_parts(data, parts))
+    return lambda data: all(check(_lookup_parts(data, parts)) for parts, check in compiled)
