@@ -116,6 +116,8 @@ class ScoringHandler(Handler):
         self.states = StateCache(cache_leads)  # the score states this consumer stored lately
 
     async def handle(self, events: list[Event]) -> None:
+        if not events:
+            return
         # A malformed touchpoint fails the batch; the runner splits it and dead-letters that one.
         parsed = TOUCHPOINT_LIST.validate_python([e.data for e in events])
         ids = [e.id for e in events]
@@ -164,8 +166,10 @@ class _Batch:
         finally:  # whatever happens, the query ends before anything else uses the connection
             self.links = await finding
         await self._load_leads(set(self.links.values()))
+        claimed, wanted = None, set(claim[1]) if claim is not None else set()
         async with StatementPipe(self.conn) as pipe:
-            claimed = await pipe.send(*claim_statement(self.conn, *claim)) if claim is not None else None
+            if claim is not None:
+                claimed = await pipe.send(*claim_statement(self.conn, *claim))
             for tp, data in zip(todo, dumped, strict=True):
                 lead = self._resolve(tp)
                 lead.new_touchpoints.append(data)
@@ -174,7 +178,7 @@ class _Batch:
                 if tp.email or tp.user_id:
                     lead.known = True
             links = await self._write(pipe)
-        if claim is not None and claimed is not None and claimed_ids(await claimed) != set(claim[1]):
+        if claimed is not None and claimed_ids(await claimed) != wanted:
             raise _SeenBefore
         if links is not None:
             raced = set(self.new_links) - linked_pairs(await links)

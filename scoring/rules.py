@@ -306,7 +306,7 @@ class RuleSet:
         With ``traits_at`` each item is dated by the last write of the traits its rule reads."""
         data = {"traits": traits}
         return tuple(
-            ScoreItem(rule.name, "fit", rule.points, None, _fit_time(rule, traits_at or {}))
+            _fit_item(rule, traits_at or {})
             for rule in self.fit
             if rule.matches(data)
         )
@@ -419,11 +419,6 @@ def _values_key(index: int, keys: tuple[str, ...] | None, traits: Mapping[str, A
     return tuple(key)
 
 
-def _fit_time(rule: _FitRule, traits_at: Mapping[str, Stamp]) -> datetime | None:
-    stamps = [traits_at[key][0] for key in rule.trait_keys if key in traits_at]
-    return _stamp_instant(max(stamps))[0] if stamps else None
-
-
 def _fit_item(rule: _FitRule, traits_at: Mapping[str, Stamp]) -> ScoreItem:
     """The fit item of a matching rule, dated by the last write of the traits it reads, with its time's
     text already set (a lead's fit items are made again on every batch that re-sends a trait)."""
@@ -436,7 +431,7 @@ def _fit_item(rule: _FitRule, traits_at: Mapping[str, Stamp]) -> ScoreItem:
     return item
 
 
-@lru_cache(maxsize=4096)  # at 65,536 it would hold 13 MiB when full, and fill for an hour at the soak's rate
+@lru_cache(maxsize=4096)  # at 65,536 it would hold some 20 MiB when full, and fill for an hour at the soak's rate
 def _stamp_instant(stamp: str) -> tuple[datetime, str]:
     """A stamp's instant and that instant's ISO text (a lead's fit lines are dated from the same few
     stamps batch after batch, so the stamps of the leads being scored now are the hits: as many as the
