@@ -35,6 +35,7 @@ from services.bench.results import (
     Measurement,
     load_average,
     machine_info,
+    reference_loop_ms,
     render_table,
     write_json,
 )
@@ -86,8 +87,10 @@ async def bench(names: list[str], *, quick: bool, json_path: Path, argv: list[st
     ctx = BenchContext(quick=quick, workdir=workdir)
     started = datetime.now(UTC)
     load_start = load_average()
+    loop_start = reference_loop_ms()
     mode = "quick" if quick else f"full ({ctx.runs} runs per measurement, {ctx.duration:.0f}s windows)"
     ctx.say("bench", f"{mode}; sections {', '.join(names)}; work folder {workdir}")
+    ctx.say("bench", f"machine speed: a reference Python loop takes {loop_start} ms (lower is faster)")
     cpus = os.cpu_count() or 1
     if load_start and load_start[0] > 0.5 * cpus:
         ctx.say("bench", f"warning: the machine is busy (load average {load_start[0]} on {cpus} CPUs): "
@@ -118,13 +121,15 @@ async def bench(names: list[str], *, quick: bool, json_path: Path, argv: list[st
     finally:
         await ctx.close()
     load_end = load_average()
+    loop_end = reference_loop_ms()
     info = machine_info()
     document = {
         "command": "handoff bench " + " ".join(argv[1:] if argv[:1] == ["bench"] else argv),
         "quick": quick,
         "started_at": started.isoformat(),
         "finished_at": datetime.now(UTC).isoformat(),
-        "machine": {**info, "load_average_start": load_start, "load_average_end": load_end},
+        "machine": {**info, "load_average_start": load_start, "load_average_end": load_end,
+                    "reference_loop_ms_start": loop_start, "reference_loop_ms_end": loop_end},
         "sections": {name: {**statuses.get(name, {}), "raw": ctx.sections.get(name, {})} for name in names},
         "measurements": [m.as_json() for m in ctx.measurements],
     }
@@ -132,6 +137,8 @@ async def bench(names: list[str], *, quick: bool, json_path: Path, argv: list[st
     print(render_table(ctx.measurements))
     print()
     print(f"load average at start {load_start}, at end {load_end} ({info['cpu_count']} CPUs)")
+    print(f"machine speed: the reference loop took {loop_start} ms at the start, {loop_end} ms at the end "
+          "(lower is faster; compare runs in the same phase)")
     write_json(json_path, document)
     print(f"raw numbers: {json_path}")
     if failed:

@@ -155,6 +155,19 @@ def machine_info() -> dict[str, Any]:
     return info
 
 
+def reference_loop_ms(rounds: int = 5) -> float:
+    """Milliseconds this machine takes for one fixed pure-Python loop (``sum(range(1_000_000))``), the
+    fastest of ``rounds``: how fast the machine is right now. A virtual machine's speed drifts (the
+    same code measured half as fast an hour later); this figure, taken at the start and the end of a
+    run, says which phase the run's numbers come from."""
+    best = float("inf")
+    for _ in range(rounds):
+        start = time.perf_counter()
+        sum(range(1_000_000))
+        best = min(best, time.perf_counter() - start)
+    return round(best * 1000, 1)
+
+
 def load_average() -> list[float] | None:
     try:
         return [round(x, 2) for x in os.getloadavg()]

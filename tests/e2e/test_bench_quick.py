@@ -45,6 +45,8 @@ def test_the_json_has_machine_info_and_the_section(quick_ingest: tuple[Any, dict
     assert machine["python"].startswith("3.")
     for key in ("load_average_start", "load_average_end"):
         assert machine[key] is None or all(_number(x) for x in machine[key])
+    for key in ("reference_loop_ms_start", "reference_loop_ms_end"):  # the machine's speed, each end
+        assert _number(machine[key]) and machine[key] > 0
     assert doc["quick"] is True
     assert doc["sections"]["ingest"]["status"] == "ok"
     assert set(doc["sections"]) == {"ingest"}
