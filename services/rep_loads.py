@@ -18,8 +18,6 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 
 from services.db.models import OPEN_OWNED_WHERE, leads
 
-OPEN_STAGES = ("sql", "contacted")  # as OPEN_OWNED_WHERE says
-
 
 async def open_lead_counts(conn: AsyncConnection, rep_ids: Sequence[str]) -> dict[str, int]:
     """The number of open leads of each of ``rep_ids`` that holds any."""

@@ -50,7 +50,6 @@ def json_text(value: Any) -> str:
         return orjson.dumps(value, option=orjson.OPT_NON_STR_KEYS).decode()
 
 
-
 def _json_loads(value: Any) -> Any:
     # SQLite gives JSON columns numeric affinity: the JSON text "0" comes back as the integer 0.
     return orjson.loads(value) if isinstance(value, str | bytes | bytearray) else value
