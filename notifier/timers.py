@@ -64,7 +64,7 @@ class SlaClock:
     async def _fire(self, conn: AsyncConnection, timer: Any, now: datetime) -> None:
         sla = (await conn.execute(select(lead_sla).where(lead_sla.c.lead_id == timer["lead_id"]))).mappings().first()
         if sla is None or sla["assignment_id"] != timer["assignment_id"] or sla["state"] != "running":
-            await self._mark(conn, timer["id"], "cancelled", now)  # contacted or reassigned meanwhile
+            await self._mark(conn, timer["id"], "cancelled", now)  # contacted, reassigned or breached meanwhile
             return
         rep = self.config.rep(timer["rep_id"]) if timer["rep_id"] else None
         lead_id = timer["lead_id"]
