@@ -114,14 +114,15 @@ class KafkaSink(Sink):
             async with self.db.transaction() as conn:
                 new = set(await insert_new(conn, ingest_events, _ID_COLUMNS, sorted(_id_rows(touchpoints))))
                 if new:
-                    await self.bus.publish(TOUCHPOINTS, to_events([t for t in touchpoints if t.event_id in new]))
+                    await self.bus.publish(TOUCHPOINTS, to_events([t for t in touchpoints if t.event_id in new]),
+                                           gathered=True)
             return new
         # SQLite: a write transaction holds the database's only write lock; not while Kafka answers.
         async with self.db.read() as conn:
             fresh = await self._fresh(conn, touchpoints)
         if not fresh:
             return set()
-        await self.bus.publish(TOUCHPOINTS, to_events(fresh))
+        await self.bus.publish(TOUCHPOINTS, to_events(fresh), gathered=True)
         async with self.db.transaction() as conn:
             await insert_many(conn, ingest_events, _ID_COLUMNS, _id_rows(fresh), ignore_conflicts=True)
         return {t.event_id for t in fresh}

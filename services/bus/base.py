@@ -90,8 +90,12 @@ class Bus(ABC):
     async def stop(self) -> None: ...
 
     @abstractmethod
-    async def publish(self, topic: str, events: Sequence[Event]) -> None:
-        """Make every event durable on ``topic`` (keyed by ``event.key``), or raise ``BusUnavailable``."""
+    async def publish(self, topic: str, events: Sequence[Event], *, gathered: bool = False) -> None:
+        """Make every event durable on ``topic`` (keyed by ``event.key``), or raise ``BusUnavailable``.
+
+        ``gathered``: the caller gathered ``events`` itself (ingest's group commit) and nothing else
+        will join them, so a bus that waits for more messages before sending (Kafka's linger) sends
+        them at once."""
 
     @abstractmethod
     def consumer(self, group: str, topics: Sequence[str]) -> Consumer: ...

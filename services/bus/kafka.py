@@ -113,13 +113,18 @@ class KafkaBus(Bus):
         producer = await self._ensure_producer()
         await producer.client.fetch_all_metadata()
 
-    async def publish(self, topic: str, events: Sequence[Event]) -> None:
+    async def publish(self, topic: str, events: Sequence[Event], *, gathered: bool = False) -> None:
         """Every event durable (acks=all) or ``BusUnavailable``.
 
         The events are grouped by partition (the producer's own partitioner, so a key lands where
         ``send`` would put it, in order) into whole record batches handed over with ``send_batch``:
         one call per batch instead of a coroutine, a size estimate and an accumulator lock per
-        message, which was most of the producing cost."""
+        message, which was most of the producing cost.
+
+        ``gathered``: each batch is closed before it is handed over, so the producer sends it now
+        instead of lingering ``linger_ms`` for messages that will not come (a closed batch takes no
+        more). Ingest's single-touchpoint requests in split mode: +27 % in interleaved runs. The outbox
+        relays keep the linger: on a busy machine it lets their publishes share produce requests."""
         if not events:
             return
         producer = await self._ensure_producer()
@@ -139,6 +144,8 @@ class KafkaBus(Bus):
                         futures.append(await producer.send_batch(batch, full, partition=partition))
                         batch = producer.create_batch()
                         batch.append(key=key, value=value, timestamp=None, headers=headers)
+                if gathered:
+                    batch.close()
                 futures.append(await producer.send_batch(batch, full, partition=partition))
             await asyncio.gather(*futures)
         except (KafkaError, OSError) as exc:

@@ -71,7 +71,7 @@ class LocalBus(Bus):
     async def ping(self) -> None:
         await self.db.ping()
 
-    async def publish(self, topic: str, events: Sequence[Event]) -> None:
+    async def publish(self, topic: str, events: Sequence[Event], *, gathered: bool = False) -> None:
         if not events:
             return
         try:

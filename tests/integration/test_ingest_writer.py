@@ -123,6 +123,7 @@ class HeldBus(Bus):
         self.failures = failures
         self.waiting = 0
         self.published: list[str] = []
+        self.gathered: list[bool] = []
 
     async def start(self) -> None: ...
 
@@ -130,8 +131,9 @@ class HeldBus(Bus):
 
     async def ping(self) -> None: ...
 
-    async def publish(self, topic: str, events: Sequence[Event]) -> None:
+    async def publish(self, topic: str, events: Sequence[Event], *, gathered: bool = False) -> None:
         self.waiting += 1
+        self.gathered.append(gathered)
         await self.release.wait()
         if self.failures:
             self.failures -= 1
@@ -156,6 +158,7 @@ async def test_concurrent_gatherings_on_postgres_count_each_id_once(db: Database
     assert await asyncio.wait_for(first, 10) == {"x1", "x2", "x3"}
     assert await asyncio.wait_for(second, 10) == {"y1"}
     assert sorted(bus.published) == ["x1", "x2", "x3", "y1"]
+    assert bus.gathered == [True, True]  # a gathering is sent at once, not after the producer's linger
 
 
 @pytest.mark.parametrize("database_url", ["postgres"], indirect=True)

@@ -35,7 +35,7 @@ class RecordingBus(Bus):
 
     async def stop(self) -> None: ...
 
-    async def publish(self, topic: str, events: Sequence[Event]) -> None:
+    async def publish(self, topic: str, events: Sequence[Event], *, gathered: bool = False) -> None:
         self.published += [e.id for e in events]
 
     def consumer(self, group: str, topics: Sequence[str]) -> Consumer:
