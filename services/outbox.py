@@ -135,7 +135,9 @@ class OutboxRelay:
                 if isinstance(self.bus, LocalBus):
                     await self.bus.publish_in(conn, topic, events)
                 else:
-                    await self.bus.publish(topic, events)
+                    # Everything this round sends is in hand, and the relay lock is held meanwhile (every
+                    # other process's relay waits): no linger for messages that will not come.
+                    await self.bus.publish(topic, events, gathered=True)
             await conn.execute(delete(outbox).where(outbox.c.id <= rows[-1]["id"],
                                                     outbox.c.id.in_([r["id"] for r in rows])))
         self.published += len(rows)

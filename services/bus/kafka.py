@@ -123,8 +123,8 @@ class KafkaBus(Bus):
 
         ``gathered``: each batch is closed before it is handed over, so the producer sends it now
         instead of lingering ``linger_ms`` for messages that will not come (a closed batch takes no
-        more). Ingest's single-touchpoint requests in split mode: +27 % in interleaved runs. The outbox
-        relays keep the linger: on a busy machine it lets their publishes share produce requests."""
+        more). Ingest's writer and the outbox relays gather their own batches. Interleaved runs: split
+        single-touchpoint requests +27 %; end to end at 1,000 tp/s (relays), p50 271 -> 249 ms."""
         if not events:
             return
         producer = await self._ensure_producer()

@@ -30,6 +30,7 @@ class RecordingBus(Bus):
 
     def __init__(self) -> None:
         self.published: list[str] = []
+        self.gathered: list[bool] = []
 
     async def start(self) -> None: ...
 
@@ -37,6 +38,7 @@ class RecordingBus(Bus):
 
     async def publish(self, topic: str, events: Sequence[Event], *, gathered: bool = False) -> None:
         self.published += [e.id for e in events]
+        self.gathered.append(gathered)
 
     def consumer(self, group: str, topics: Sequence[str]) -> Consumer:
         raise NotImplementedError
@@ -110,13 +112,16 @@ async def test_a_relay_waits_in_line_for_the_lock_for_rows_its_own_process_queue
 async def test_a_relay_waiting_for_the_lock_gives_up_after_the_lock_wait(database_url: str) -> None:
     """The wait is bounded: a relay stuck behind a holder comes back (to see ``stop``) and keeps its rows."""
     mine, holder = Database(database_url), Database(database_url)
-    relay = OutboxRelay(mine, RecordingBus())
+    bus = RecordingBus()
+    relay = OutboxRelay(mine, bus)
     try:
         await queue(mine, "e-1")
         async with holder.transaction() as conn:
             await conn.execute(text("SELECT pg_advisory_xact_lock(:k)"), {"k": RELAY_LOCK_ID})
             assert await relay.relay_once(wait=True) == -1
         assert await relay.relay_once(wait=True) == 1
+        # A round sends what it read at once: with the lock held, a linger would hold every relay.
+        assert bus.gathered == [True]
     finally:
         for db in (mine, holder):
             await db.dispose()
