@@ -76,7 +76,8 @@ FEEDBACK = [("L2", "contacted", "ben", None, 130), ("L2", "rejected", "ben", "bu
 
 
 async def insert_fixture(db: Database) -> None:
-    lead_rows, history = [], []
+    lead_rows: list[dict[str, Any]] = []
+    history: list[dict[str, Any]] = []
     for lead_id, (source, campaign, team, owner, moves, contacted) in LEADS.items():
         previous = None
         for stage, minutes in moves:

@@ -56,9 +56,9 @@ async def test_four_routers_assign_each_lead_once_within_capacity(database_url: 
         for d in databases:
             await d.dispose()
     async with db.read() as conn:
-        per_lead = Counter(dict((await conn.execute(
+        per_lead: Counter[str] = Counter(dict((await conn.execute(
             select(assignments.c.lead_id, func.count()).group_by(assignments.c.lead_id))).all()))
-        owners = Counter(dict((await conn.execute(select(leads.c.owner, func.count()).where(
+        owners: Counter[str] = Counter(dict((await conn.execute(select(leads.c.owner, func.count()).where(
             leads.c.owner.is_not(None)).group_by(leads.c.owner))).all()))
         sql = (await conn.execute(select(func.count()).where(leads.c.stage == "sql"))).scalar_one()
         waiting = (await conn.execute(select(func.count()).where(leads.c.stage == "mql"))).scalar_one()

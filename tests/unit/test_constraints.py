@@ -14,7 +14,7 @@ CONSTRAINTS = Path(__file__).resolve().parents[2] / "constraints.txt"
 
 
 def pins() -> dict[str, str]:
-    out = {}
+    out: dict[str, str] = {}
     for line in CONSTRAINTS.read_text().splitlines():
         line = line.strip()
         if line and not line.startswith("#"):

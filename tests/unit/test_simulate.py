@@ -120,6 +120,7 @@ def test_every_message_is_valid_for_ingest_and_in_the_past_month(n: int, seed: i
         for step in j.steps:
             body = dict(step.body)
             event_id = body.get("event_id") or body.get("messageId")
+            assert isinstance(event_id, str), f"a message without an id: {body}"
             if step.resend:
                 assert ids[event_id] == body  # a redelivery repeats a message exactly
             else:
