@@ -30,7 +30,7 @@ from services.bus.local import LocalBus
 from services.db.bulk import existing, insert_many, insert_new
 from services.db.database import Database
 from services.db.models import ingest_events
-from services.events import TOUCHPOINT_LIST, TOUCHPOINT_RECEIVED, TOUCHPOINTS, Event, Touchpoint
+from services.events import TOUCHPOINT_RECEIVED, TOUCHPOINTS, Touchpoint, WireEvent
 
 log = logging.getLogger(__name__)
 
@@ -45,16 +45,14 @@ class WriteResult:
     duplicates: int
 
 
-def to_events(touchpoints: Sequence[Touchpoint]) -> list[Event]:
-    """The ``touchpoint.received`` event of each touchpoint, its data ``tp.model_dump(mode="json")``.
-
-    The data of the whole list is dumped in one call (``TOUCHPOINT_LIST``)."""
-    data = TOUCHPOINT_LIST.dump_python(list(touchpoints), mode="json")
-    return [Event(id=tp.event_id, type=TOUCHPOINT_RECEIVED, source=f"ingest/{tp.source}", time=tp.received_at,
-                  key=tp.identity_key(), data=item) for tp, item in zip(touchpoints, data, strict=True)]
+def to_events(touchpoints: Sequence[Touchpoint]) -> list[WireEvent]:
+    """The ``touchpoint.received`` event of each touchpoint, in wire form: its value is the touchpoint's
+    JSON (``Touchpoint.model_validate(Event.from_wire(...).data)`` gives the touchpoint back)."""
+    return [WireEvent(tp.event_id, TOUCHPOINT_RECEIVED, f"ingest/{tp.source}", tp.received_at, tp.identity_key(),
+                      tp.__pydantic_serializer__.to_json(tp)) for tp in touchpoints]
 
 
-def to_event(tp: Touchpoint) -> Event:
+def to_event(tp: Touchpoint) -> WireEvent:
     return to_events([tp])[0]
 
 

@@ -46,8 +46,9 @@ def make_events(count: int, tag: str) -> list[Event]:
     stream = data.People(seed=23, tag=tag).stream(count)
     events = []
     for i in range(0, len(stream), BATCH):
-        events += [to_event(tp) for tp in to_touchpoints({"touchpoints": stream[i:i + BATCH]}, "website", now,
-                                                         batch=True)]
+        wire = [to_event(tp) for tp in to_touchpoints({"touchpoints": stream[i:i + BATCH]}, "website", now,
+                                                      batch=True)]
+        events += [Event.from_wire(e.key, e.value(), e.headers()) for e in wire]  # as the consumer gets them
     return events
 
 

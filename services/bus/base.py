@@ -21,7 +21,7 @@ from abc import ABC, abstractmethod
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
-from services.events import Event
+from services.events import Event, Outgoing
 
 
 class BusError(Exception):
@@ -90,7 +90,7 @@ class Bus(ABC):
     async def stop(self) -> None: ...
 
     @abstractmethod
-    async def publish(self, topic: str, events: Sequence[Event], *, gathered: bool = False) -> None:
+    async def publish(self, topic: str, events: Sequence[Outgoing], *, gathered: bool = False) -> None:
         """Make every event durable on ``topic`` (keyed by ``event.key``), or raise ``BusUnavailable``.
 
         ``gathered``: the caller gathered ``events`` itself (ingest's group commit) and nothing else

@@ -25,7 +25,7 @@ from aiokafka.errors import CommitFailedError, IllegalStateError, KafkaError, To
 from aiokafka.partitioner import DefaultPartitioner
 
 from services.bus.base import Bus, BusUnavailable, CommitFailed, Consumer, Message
-from services.events import TOPICS, Event
+from services.events import TOPICS, Outgoing
 
 log = logging.getLogger(__name__)
 
@@ -113,7 +113,7 @@ class KafkaBus(Bus):
         producer = await self._ensure_producer()
         await producer.client.fetch_all_metadata()
 
-    async def publish(self, topic: str, events: Sequence[Event], *, gathered: bool = False) -> None:
+    async def publish(self, topic: str, events: Sequence[Outgoing], *, gathered: bool = False) -> None:
         """Every event durable (acks=all) or ``BusUnavailable``.
 
         The events are grouped by partition (the producer's own partitioner, so a key lands where

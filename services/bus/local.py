@@ -33,7 +33,7 @@ from services.db.bulk import insert_many
 from services.db.database import Database
 from services.db.dialect import insert_ignore, upsert
 from services.db.models import bus_log, bus_members, bus_offsets, bus_partitions
-from services.events import TOPICS, Event, utcnow
+from services.events import TOPICS, Outgoing, utcnow
 
 _LOG_COLUMNS = ("topic", "partition", "offset", "key", "value", "headers", "created_at")
 
@@ -71,7 +71,7 @@ class LocalBus(Bus):
     async def ping(self) -> None:
         await self.db.ping()
 
-    async def publish(self, topic: str, events: Sequence[Event], *, gathered: bool = False) -> None:
+    async def publish(self, topic: str, events: Sequence[Outgoing], *, gathered: bool = False) -> None:
         if not events:
             return
         try:
@@ -80,12 +80,12 @@ class LocalBus(Bus):
         except (SQLAlchemyError, OSError) as exc:
             raise BusUnavailable(f"the embedded bus could not store the events: {exc}") from exc
 
-    async def publish_in(self, conn: AsyncConnection, topic: str, events: Sequence[Event]) -> None:
+    async def publish_in(self, conn: AsyncConnection, topic: str, events: Sequence[Outgoing]) -> None:
         """Append ``events`` inside the caller's transaction: durable exactly when it commits."""
         if not events:
             return
         full = self.topic(topic)
-        by_partition: dict[int, list[Event]] = defaultdict(list)
+        by_partition: dict[int, list[Outgoing]] = defaultdict(list)
         for event in events:
             by_partition[partition_for(event.key, self.partitions)].append(event)
         counts = {partition: len(batch) for partition, batch in by_partition.items()}

@@ -21,7 +21,7 @@ from services.config import load_config
 from services.consumer import ConsumerRunner
 from services.db.database import Database
 from services.db.models import deliveries, sla_timers
-from services.events import ASSIGNMENTS, LEAD_ASSIGNED, Event, LeadAssigned, utcnow
+from services.events import ASSIGNMENTS, LEAD_ASSIGNED, Event, LeadAssigned, Outgoing, utcnow
 
 
 class _OneBatch(Consumer):
@@ -54,7 +54,7 @@ class _Bus(Bus):
 
     async def stop(self) -> None: ...
 
-    async def publish(self, topic: str, events: Sequence[Event], *, gathered: bool = False) -> None: ...
+    async def publish(self, topic: str, events: Sequence[Outgoing], *, gathered: bool = False) -> None: ...
 
     def consumer(self, group: str, topics: Sequence[str]) -> Consumer:
         return self._consumer

@@ -11,7 +11,7 @@ import pytest
 from ingest.writer import KafkaSink, Sink, TouchpointWriter, Unavailable, WriteResult
 from services.bus.base import Bus, BusUnavailable, Consumer
 from services.db.database import Database
-from services.events import Event, Touchpoint, utcnow
+from services.events import Outgoing, Touchpoint, utcnow
 
 pytestmark = pytest.mark.integration
 
@@ -131,7 +131,7 @@ class HeldBus(Bus):
 
     async def ping(self) -> None: ...
 
-    async def publish(self, topic: str, events: Sequence[Event], *, gathered: bool = False) -> None:
+    async def publish(self, topic: str, events: Sequence[Outgoing], *, gathered: bool = False) -> None:
         self.waiting += 1
         self.gathered.append(gathered)
         await self.release.wait()

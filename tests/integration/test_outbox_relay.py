@@ -17,7 +17,7 @@ from sqlalchemy import func, select, text
 from services.bus.base import Bus, Consumer
 from services.db.database import Database
 from services.db.models import outbox
-from services.events import Event
+from services.events import Event, Outgoing
 from services.outbox import LOCK_WAIT_MS, RELAY_LOCK_ID, OutboxRelay, add_events
 
 pytestmark = [pytest.mark.integration, pytest.mark.parametrize("database_url", ["postgres"], indirect=True)]
@@ -36,7 +36,7 @@ class RecordingBus(Bus):
 
     async def stop(self) -> None: ...
 
-    async def publish(self, topic: str, events: Sequence[Event], *, gathered: bool = False) -> None:
+    async def publish(self, topic: str, events: Sequence[Outgoing], *, gathered: bool = False) -> None:
         self.published += [e.id for e in events]
         self.gathered.append(gathered)
 

@@ -14,7 +14,7 @@ from hypothesis import strategies as st
 from ingest.body import deeper_than, json_depth, parse_json
 from ingest.writer import to_event, to_events
 from services.bus.kafka import KafkaBus
-from services.events import Touchpoint
+from services.events import TOUCHPOINT_RECEIVED, Event, Touchpoint
 
 _json: st.SearchStrategy[Any] = st.recursive(
     st.none() | st.booleans() | st.integers() | st.floats(allow_nan=False, allow_infinity=False) | st.text(max_size=5),
@@ -58,9 +58,12 @@ def test_event_data_is_the_touchpoints_model_dump_json(occurred: datetime, recei
                     email=email, anonymous_id="a1", campaign=campaign, properties=props, traits=traits)
     other = tp.model_copy(update={"event_id": "e2", "email": None, "user_id": "u2"})
     first, second = to_events([tp, other])
-    assert first.data == tp.model_dump(mode="json") and second.data == other.model_dump(mode="json")
-    assert list(first.data) == list(Touchpoint.model_fields)  # same key order: same bytes
+    # What a consumer gets back is the touchpoint's JSON dump, in the model's field order.
+    back = [Event.from_wire(e.key, e.value(), e.headers()) for e in (first, second)]
+    assert back[0].data == tp.model_dump(mode="json") and back[1].data == other.model_dump(mode="json")
+    assert list(back[0].data) == list(Touchpoint.model_fields)
     assert (first.key, first.id, second.key, second.id) == (tp.identity_key(), "e1", other.identity_key(), "e2")
+    assert (back[0].type, back[0].source, back[0].time) == (TOUCHPOINT_RECEIVED, "ingest/web", tp.received_at)
     assert to_event(tp) == first
 
 
