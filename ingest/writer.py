@@ -47,7 +47,7 @@ class WriteResult:
 
 def to_events(touchpoints: Sequence[Touchpoint]) -> list[WireEvent]:
     """The ``touchpoint.received`` event of each touchpoint, in wire form: its value is the touchpoint's
-    JSON (``Touchpoint.model_validate(Event.from_wire(...).data)`` gives the touchpoint back)."""
+    JSON, which a consumer reads back (``Event.from_wire(...).data``) as ``tp.model_dump(mode="json")``."""
     return [WireEvent(tp.event_id, TOUCHPOINT_RECEIVED, f"ingest/{tp.source}", tp.received_at, tp.identity_key(),
                       tp.__pydantic_serializer__.to_json(tp)) for tp in touchpoints]
 
