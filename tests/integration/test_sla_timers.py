@@ -36,7 +36,7 @@ async def _seed(db: Database, now: datetime, fire_at: dict[str, datetime], leads
 
 
 @pytest.mark.parametrize("database_url", ["postgres", "sqlite"], indirect=True)
-async def test_two_clocks_fire_each_timer_once(database_url: str, db: Database) -> None:
+async def test_two_clocks_resolve_each_timer_once(database_url: str, db: Database) -> None:
     config = load_config(None)
     now = utcnow()
     await _seed(db, now, {"reminder": now - timedelta(seconds=1), "breach": now - timedelta(seconds=1)}, LEADS)
