@@ -140,7 +140,7 @@ def _kafka_messages(tag: str, count: int = 20 * BATCH) -> list[tuple[bytes, byte
         payload = orjson.loads(data.fill(data.batch_template(tag, BATCH), n))
         for tp in to_touchpoints(payload, "website", now, batch=True):
             event = to_event(tp)
-            out.append((event.key.encode(), event.value(), [(k, v.encode()) for k, v in event.headers().items()]))
+            out.append((event.key.encode(), event.value(), event.wire_headers()))
     return out
 
 
