@@ -38,3 +38,34 @@ async def test_keys_that_are_not_strings_are_stored_as_strings(db: Database) -> 
         payload = (await conn.execute(select(dead_letters.c.payload))).scalar_one()
     assert cursor == {"1": "a", "b": {"2": True}}
     assert payload == {"7": [1]}
+
+
+VALUES = [{"anna": [1, {"b": None}]}, None, 0, "text with 'quotes' and \\ and \u00e9", [], {}, True, -2.5, [None]]
+
+
+async def test_rows_written_as_arrays_keep_each_json_value_with_its_row(db: Database) -> None:
+    # ``insert_rows`` and ``update_rows`` send a JSON column as one document on PostgreSQL: each value
+    # must land in its own row, in order, and None must be SQL NULL there, as it was when the values
+    # travelled as a jsonb[] (SQLite's plain insert stores the JSON null, read back as None all the same).
+    from sqlalchemy import func
+
+    from services.db.arrays import insert_rows, update_rows
+
+    now = utcnow()
+    teams = [f"team-{i}" for i in range(len(VALUES))]
+    async with db.transaction() as conn:
+        await insert_rows(conn, routing_cursors, [
+            {"team": team, "cursor": value, "updated_at": now} for team, value in zip(teams, VALUES, strict=True)])
+    async with db.read() as conn:
+        stored = dict((await conn.execute(select(routing_cursors.c.team, routing_cursors.c.cursor))).all())
+        nulls = (await conn.execute(select(func.count()).select_from(routing_cursors)
+                                    .where(routing_cursors.c.cursor.is_(None)))).scalar_one()
+    assert stored == dict(zip(teams, VALUES, strict=True))
+    assert nulls == (1 if db.is_postgres else 0)
+    moved = VALUES[1:] + VALUES[:1]
+    async with db.transaction() as conn:
+        await update_rows(conn, routing_cursors, "team", [
+            {"team": team, "cursor": value} for team, value in zip(teams, moved, strict=True)])
+    async with db.read() as conn:
+        stored = dict((await conn.execute(select(routing_cursors.c.team, routing_cursors.c.cursor))).all())
+    assert stored == dict(zip(teams, moved, strict=True))
