@@ -283,11 +283,11 @@ class _Batch:
                 await pipe.send(*update_statement(conn, leads, "id", updates))
         if score_rows:
             await pipe.send(score_history.insert(), score_rows)
-        if history:
-            await pipe.send(stage_history.insert(), history)
+        if history:  # one statement (an executemany is one per row on the server: a row per moved lead)
+            await pipe.send(*insert_statement(conn, stage_history, history))
             moved = {str(row["lead_id"]) for row in history if row["top"] is None}
-            for statement in stage_chain_updates(conn.dialect.name, moved):
-                await pipe.send(statement)
+            for statement, parameters in stage_chain_updates(conn.dialect.name, moved):
+                await pipe.send(statement, parameters)
         if self.outbox_rows:
             await pipe.send(*insert_statement(conn, outbox, self.outbox_rows))
             mark_queued(conn)

@@ -26,9 +26,11 @@ still leaves a correct chain. Only rows whose values change are rewritten.
 from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
+from functools import lru_cache
 from typing import Any
 
-from sqlalchemy import case, func, or_, select, update
+from sqlalchemy import String, any_, bindparam, case, func, or_, select, update
+from sqlalchemy.dialects import postgresql
 from sqlalchemy.ext.asyncio import AsyncConnection
 from sqlalchemy.sql.dml import Update
 from sqlalchemy.sql.elements import ColumnElement
@@ -62,24 +64,40 @@ def funnel_rank(stage: Any) -> ColumnElement[int]:
 
 async def refresh_stage_chain(conn: AsyncConnection, lead_ids: Iterable[str]) -> None:
     """Recompute ``left_at``, ``stay`` and ``top`` for every move of these leads (one UPDATE per chunk)."""
-    for statement in stage_chain_updates(conn.dialect.name, lead_ids):
-        await conn.execute(statement)
+    for statement, parameters in stage_chain_updates(conn.dialect.name, lead_ids):
+        await conn.execute(statement, parameters)
 
 
-def stage_chain_updates(dialect: str, lead_ids: Iterable[str]) -> list[Update]:
-    """:func:`refresh_stage_chain`'s statements, built but not sent."""
+def stage_chain_updates(dialect: str, lead_ids: Iterable[str]) -> list[tuple[Update, dict[str, list[str]]]]:
+    """:func:`refresh_stage_chain`'s statements and their parameters, built but not sent."""
     ids = sorted(set(lead_ids))
-    return [chain_update(dialect, ids[start:start + CHUNK]) for start in range(0, len(ids), CHUNK)]
+    statement = _chain_of_leads(dialect)
+    return [(statement, {"lead_ids": ids[start:start + CHUNK]}) for start in range(0, len(ids), CHUNK)]
 
 
 def chain_update(dialect: str, lead_ids: Sequence[str] | None) -> Update:
     """The UPDATE deriving the chain of these leads (None: of every lead, as the migration backfills)."""
+    return _chain_update(dialect, None if lead_ids is None else sh.lead_id.in_(lead_ids))
+
+
+@lru_cache(maxsize=4)
+def _chain_of_leads(dialect: str) -> Update:
+    """The UPDATE for the leads of the ``lead_ids`` parameter, built once per dialect: building it took
+    0.6 ms, on every batch of the scoring consumer and the router. On PostgreSQL the ids are one array,
+    so its SQL text is the same for any number of leads (an ``IN`` list is a new statement to prepare
+    for each length)."""
+    if dialect == "postgresql":
+        return _chain_update(dialect, sh.lead_id == any_(bindparam("lead_ids", type_=postgresql.ARRAY(String))))
+    return _chain_update(dialect, sh.lead_id.in_(bindparam("lead_ids", expanding=True)))
+
+
+def _chain_update(dialect: str, which: ColumnElement[bool] | None) -> Update:
     window: dict[str, Any] = {"partition_by": sh.lead_id, "order_by": (sh.at, sh.id)}
     chain = select(
         sh.id.label("move_id"),
         func.lead(sh.at).over(**window).label("next_at"),
         func.max(funnel_rank(sh.to_stage)).over(**window, rows=(None, 0)).label("reached"),
-    ).where(is_move(), *([sh.lead_id.in_(lead_ids)] if lead_ids is not None else [])).subquery()
+    ).where(is_move(), *([which] if which is not None else [])).subquery()
     return (
         update(stage_history)
         .where(sh.id == chain.c.move_id,
