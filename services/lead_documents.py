@@ -17,9 +17,10 @@ from __future__ import annotations
 
 from collections import defaultdict
 from collections.abc import Iterable, Mapping, Sequence
+from functools import cache
 from typing import Any
 
-from sqlalchemy import func, select
+from sqlalchemy import BindParameter, Select, bindparam, func, select
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from services.db.models import assignments, lead_identities, lead_sla, leads, stage_history, touchpoints
@@ -57,22 +58,14 @@ async def load_lead_documents(conn: AsyncConnection, lead_ids: Iterable[str], *,
     root = {winner: winner for winner in winners} | {loser: w for w, losers in merged_from.items() for loser in losers}
     own_ids = sorted(root)
 
+    queries = _queries()
     identities: dict[str, list[tuple[str, str]]] = defaultdict(list)
-    for lead_id, kind, value in (await conn.execute(
-        select(lead_identities.c.lead_id, lead_identities.c.kind, lead_identities.c.value)
-        .where(lead_identities.c.lead_id.in_(own_ids))
-        .order_by(lead_identities.c.linked_at, lead_identities.c.value)
-    )).all():
+    for lead_id, kind, value in (await conn.execute(queries.identities, {"ids": own_ids})).all():
         identities[root[lead_id]].append((kind, value))
-    history = _by_lead(await conn.execute(
-        select(stage_history).where(stage_history.c.lead_id.in_(winners))
-        .order_by(stage_history.c.lead_id, stage_history.c.at, stage_history.c.id)))
+    history = _by_lead(await conn.execute(queries.history, {"ids": winners}))
     timelines, totals = await _timelines(conn, own_ids, root, max(1, timeline_limit))
-    assignment_rows = _by_lead(await conn.execute(
-        select(assignments).where(assignments.c.lead_id.in_(winners))
-        .order_by(assignments.c.lead_id, assignments.c.assigned_at, assignments.c.id)))
-    slas = {row["lead_id"]: row for row in (await conn.execute(
-        select(lead_sla).where(lead_sla.c.lead_id.in_(winners)))).mappings()}
+    assignment_rows = _by_lead(await conn.execute(queries.assignments, {"ids": winners}))
+    slas = {row["lead_id"]: row for row in (await conn.execute(queries.slas, {"ids": winners})).mappings()}
 
     documents = {
         winner: _document(rows[winner], merged_from.get(winner, []), identities[winner], history[winner],
@@ -83,10 +76,39 @@ async def load_lead_documents(conn: AsyncConnection, lead_ids: Iterable[str], *,
             for lead_id in requested}
 
 
+class _Queries:
+    """The document's queries, built once: building them took about a millisecond per call, and the
+    notifier calls this for every round of CRM pushes. Each takes its lead ids as ``ids`` (a list)."""
+
+    def __init__(self) -> None:
+        ids: BindParameter[Any] = bindparam("ids", expanding=True)
+        self.leads: Select[Any] = select(leads).where(leads.c.id.in_(ids))
+        self.merged_into: Select[Any] = select(leads.c.id, leads.c.merged_into).where(leads.c.merged_into.in_(ids))
+        self.identities: Select[Any] = (
+            select(lead_identities.c.lead_id, lead_identities.c.kind, lead_identities.c.value)
+            .where(lead_identities.c.lead_id.in_(ids)).order_by(lead_identities.c.linked_at, lead_identities.c.value))
+        self.history: Select[Any] = select(stage_history).where(stage_history.c.lead_id.in_(ids)).order_by(
+            stage_history.c.lead_id, stage_history.c.at, stage_history.c.id)
+        self.assignments: Select[Any] = select(assignments).where(assignments.c.lead_id.in_(ids)).order_by(
+            assignments.c.lead_id, assignments.c.assigned_at, assignments.c.id)
+        self.slas: Select[Any] = select(lead_sla).where(lead_sla.c.lead_id.in_(ids))
+        newest = func.row_number().over(partition_by=touchpoints.c.lead_id,
+                                        order_by=(touchpoints.c.occurred_at.desc(), touchpoints.c.event_id.desc()))
+        ranked = select(touchpoints, newest.label("newest"),
+                        func.count().over(partition_by=touchpoints.c.lead_id).label("total")
+                        ).where(touchpoints.c.lead_id.in_(ids)).subquery()
+        self.timelines: Select[Any] = select(ranked).where(ranked.c.newest <= bindparam("limit"))
+
+
+@cache
+def _queries() -> _Queries:
+    return _Queries()
+
+
 async def _lead_rows(conn: AsyncConnection, lead_ids: Sequence[str]) -> dict[str, Row]:
     if not lead_ids:
         return {}
-    return {row["id"]: row for row in (await conn.execute(select(leads).where(leads.c.id.in_(lead_ids)))).mappings()}
+    return {row["id"]: row for row in (await conn.execute(_queries().leads, {"ids": list(lead_ids)})).mappings()}
 
 
 async def _merged_away(conn: AsyncConnection, winners: Sequence[str]) -> dict[str, list[str]]:
@@ -94,8 +116,7 @@ async def _merged_away(conn: AsyncConnection, winners: Sequence[str]) -> dict[st
     found: dict[str, list[str]] = defaultdict(list)
     frontier = {winner: winner for winner in winners}  # lead -> the winner it leads back to
     for _ in range(MAX_MERGE_HOPS):
-        rows = (await conn.execute(select(leads.c.id, leads.c.merged_into)
-                                   .where(leads.c.merged_into.in_(sorted(frontier))))).all()
+        rows = (await conn.execute(_queries().merged_into, {"ids": sorted(frontier)})).all()
         following: dict[str, str] = {}
         for lead_id, into in rows:
             winner = frontier[into]
@@ -111,12 +132,7 @@ async def _merged_away(conn: AsyncConnection, winners: Sequence[str]) -> dict[st
 async def _timelines(conn: AsyncConnection, own_ids: Sequence[str], root: Mapping[str, str],
                      limit: int) -> tuple[dict[str, list[Row]], dict[str, int]]:
     """Each winner's newest ``limit`` touchpoints (oldest first) and how many it has in all."""
-    newest = func.row_number().over(partition_by=touchpoints.c.lead_id,
-                                    order_by=(touchpoints.c.occurred_at.desc(), touchpoints.c.event_id.desc()))
-    ranked = select(touchpoints, newest.label("newest"),
-                    func.count().over(partition_by=touchpoints.c.lead_id).label("total")
-                    ).where(touchpoints.c.lead_id.in_(own_ids)).subquery()
-    rows = (await conn.execute(select(ranked).where(ranked.c.newest <= limit))).mappings().all()
+    rows = (await conn.execute(_queries().timelines, {"ids": list(own_ids), "limit": limit})).mappings().all()
     timelines: dict[str, list[Row]] = defaultdict(list)
     totals: dict[str, int] = defaultdict(int)
     counted: set[str] = set()
