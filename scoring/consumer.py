@@ -283,7 +283,7 @@ class _Batch:
                 await pipe.send(*update_statement(conn, leads, "id", updates))
         if score_rows:
             await pipe.send(score_history.insert(), score_rows)
-        if history:  # one statement (an executemany is one per row on the server: a row per moved lead)
+        if history:  # one statement (an executemany is one per row on the server: a row per new or moved lead)
             await pipe.send(*insert_statement(conn, stage_history, history))
             moved = {str(row["lead_id"]) for row in history if row["top"] is None}
             for statement, parameters in stage_chain_updates(conn.dialect.name, moved):
