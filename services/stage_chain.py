@@ -25,7 +25,7 @@ still leaves a correct chain. Only rows whose values change are rewritten.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable
 from functools import lru_cache
 from typing import Any
 
@@ -75,9 +75,9 @@ def stage_chain_updates(dialect: str, lead_ids: Iterable[str]) -> list[tuple[Upd
     return [(statement, {"lead_ids": ids[start:start + CHUNK]}) for start in range(0, len(ids), CHUNK)]
 
 
-def chain_update(dialect: str, lead_ids: Sequence[str] | None) -> Update:
-    """The UPDATE deriving the chain of these leads (None: of every lead, as the migration backfills)."""
-    return _chain_update(dialect, None if lead_ids is None else sh.lead_id.in_(lead_ids))
+def chain_update(dialect: str) -> Update:
+    """The UPDATE deriving the chain of every lead (as the migration backfills)."""
+    return _chain_update(dialect, None)
 
 
 @lru_cache(maxsize=4)

@@ -135,7 +135,7 @@ async def fill(url: str, rows: dict[str, list[tuple[Any, ...]]]) -> float:
         for table, records in rows.items():
             await conn.copy_records_to_table(table, records=records, columns=list(columns[table]))
         # What the services derive on write for every history row they insert (COPY bypasses them).
-        await conn.execute(str(chain_update("postgresql", None).compile(
+        await conn.execute(str(chain_update("postgresql").compile(
             dialect=postgresql.dialect(), compile_kwargs={"literal_binds": True})))
         # VACUUM as autovacuum would have by then: the visibility map lets the report's scans be index-only.
         await conn.execute("VACUUM ANALYZE")

@@ -34,7 +34,7 @@ def upgrade() -> None:
         batch_op.add_column(sa.Column("stay", sa.Float(), nullable=True))
         batch_op.add_column(sa.Column("top", sa.Integer(), nullable=True))
     bind = op.get_bind()
-    bind.execute(chain_update(bind.dialect.name, None))
+    bind.execute(chain_update(bind.dialect.name))
     with op.batch_alter_table("stage_history", schema=None) as batch_op:
         batch_op.create_index("ix_stage_history_stays", ["to_stage", "stay"], unique=False,
                               postgresql_include=["at", "lead_id"], postgresql_where=STAYS_WHERE,
