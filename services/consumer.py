@@ -21,12 +21,13 @@ from abc import ABC, abstractmethod
 from collections.abc import Sequence
 
 from prometheus_client import Counter, Gauge, Histogram
-from sqlalchemy.exc import DBAPIError, IntegrityError, OperationalError, SQLAlchemyError
+from sqlalchemy.exc import SQLAlchemyError
 
 from services.bus.base import Bus, BusError, CommitFailed, Message
 from services.db.database import Database
 from services.dead_letters import store_dead_letter
 from services.events import Event
+from services.transient import is_transient
 
 log = logging.getLogger(__name__)
 
@@ -46,24 +47,6 @@ class Handler(ABC):
     @abstractmethod
     async def handle(self, events: list[Event]) -> None:
         """Apply ``events`` (idempotently) and commit; raise to have them retried or dead-lettered."""
-
-
-def is_transient(exc: BaseException) -> bool:
-    """Failures of a dependency, not of the event: retry, never dead-letter."""
-    if isinstance(exc, IntegrityError):
-        return False
-    if isinstance(exc, OperationalError | OSError | TimeoutError | BusError | ConnectionError):
-        return True
-    if isinstance(exc, DBAPIError):
-        if exc.connection_invalidated:
-            return True
-        # Lock conflicts (deadlock, serialization failure) resolve on retry; asyncpg names them.
-        orig = type(getattr(exc, "orig", None)).__name__ + str(getattr(exc, "orig", ""))
-        if any(word in orig for word in ("Deadlock", "Serialization", "LockNotAvailable", "deadlock",
-                                          "could not serialize", "terminating connection")):
-            return True
-    name = type(exc).__name__
-    return "Connection" in name or "CannotConnect" in name
 
 
 class ConsumerRunner:

@@ -11,8 +11,12 @@ from typing import Any
 import orjson
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
+from sqlalchemy.exc import SQLAlchemyError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.responses import JSONResponse
+
+from services.bus.base import BusError
+from services.transient import is_transient
 
 log = logging.getLogger(__name__)
 
@@ -72,6 +76,16 @@ def install_error_handlers(app: FastAPI) -> None:
     async def _http(_request: Request, exc: StarletteHTTPException) -> ORJSONResponse:
         code = _STATUS_CODES.get(exc.status_code, "error")
         return error_response(exc.status_code, code, str(exc.detail), None, getattr(exc, "headers", None))
+
+    async def _dependency(_request: Request, exc: Exception) -> ORJSONResponse:
+        if is_transient(exc):  # e.g. a database connection cut under the request: the next try works
+            log.warning("a dependency failed under a request: %s: %s", type(exc).__name__, exc)
+            return error_response(503, "unavailable", f"a dependency failed ({type(exc).__name__}); retry",
+                                  headers={"Retry-After": "1"})
+        return internal_error(exc)
+
+    for kind in (SQLAlchemyError, OSError, BusError):
+        app.add_exception_handler(kind, _dependency)
 
     @app.exception_handler(Exception)
     async def _unexpected(_request: Request, exc: Exception) -> ORJSONResponse:
