@@ -81,6 +81,6 @@ async def test_the_same_assignment_twice_in_one_batch_starts_one_clock(db: Datab
         timers = (await conn.execute(select(func.count()).select_from(sla_timers))).scalar_one()
         pushes = (await conn.execute(select(func.count()).select_from(deliveries)
                                      .where(deliveries.c.target == "crm"))).scalar_one()
-    assert [m.offset for m in consumer.committed] == [7, 8]  # both copies are committed past
+    assert max(m.offset for m in consumer.committed) == 8  # both copies are committed past
     assert timers == 3  # the example config: two reminders and the breach, once
     assert pushes == 1
