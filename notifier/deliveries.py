@@ -30,9 +30,10 @@ from typing import Any
 
 import httpx
 from prometheus_client import Counter
-from sqlalchemy import Select, and_, bindparam, exists, select, update
+from sqlalchemy import and_, bindparam, exists, select, update
 from sqlalchemy.ext.asyncio import AsyncConnection
 from sqlalchemy.orm import aliased
+from sqlalchemy.sql.dml import ReturningUpdate
 
 from notifier.alerts import alert_requests
 from notifier.alerts import dead_letter as dead_letter_alert
@@ -88,7 +89,7 @@ class DeliveryWorker:
         self.environ = environ
         self._random = random.Random()
         self._wakeup = asyncio.Event()
-        self._claim_queries: dict[tuple[str, frozenset[str]], Select[Any]] = {}
+        self._claim_queries: dict[tuple[str, frozenset[str]], ReturningUpdate[Any]] = {}
         db.on_commit(self._on_commit)
 
     def _on_commit(self, flags: dict[str, Any]) -> None:
@@ -133,20 +134,19 @@ class DeliveryWorker:
         return len(rows)
 
     async def _claim(self, conn: AsyncConnection, now: datetime) -> list[dict[str, Any]]:
-        """Lease the due rows (their lead's oldest pending one each), up to ``batch``."""
+        """Lease the due rows (their lead's oldest pending one each), up to ``batch``: one statement that
+        picks them and moves their ``next_attempt_at`` past the send (a SELECT, then an UPDATE naming
+        every id, was one more round trip per round and a new prepared statement per count of ids)."""
         blocked = frozenset(t for t in (CRM_TARGET, "alert:webhook", "alert:slack", "alert:pagerduty")
                             if not self._breaker(t).allows(now))
         lease = now + timedelta(seconds=self.timeout * 3 + 5)
-        query = self._claim_query(conn, blocked)
-        rows = [dict(r) for r in (await conn.execute(query, {"now": now})).mappings().all()]
-        if rows:
-            await conn.execute(update(deliveries).where(deliveries.c.id.in_([r["id"] for r in rows]))
-                               .values(next_attempt_at=lease))
-        return rows
+        leased = (await conn.execute(self._claim_query(conn, blocked), {"now": now, "lease": lease})).mappings()
+        return sorted((dict(r) for r in leased), key=lambda r: r["id"])  # RETURNING promises no order
 
-    def _claim_query(self, conn: AsyncConnection, blocked: frozenset[str]) -> Select[Any]:
-        """The claim's query (due rows, each the oldest pending of its lead), ``now`` a parameter; built
-        once per set of blocked targets (building it took 0.6 ms, on every round of sends)."""
+    def _claim_query(self, conn: AsyncConnection, blocked: frozenset[str]) -> ReturningUpdate[Any]:
+        """The claim (due rows, each the oldest pending of its lead, leased until ``lease``), ``now`` and
+        ``lease`` parameters; built once per set of blocked targets (building it took 0.6 ms, on every
+        round of sends)."""
         key = (conn.dialect.name, blocked)
         query = self._claim_queries.get(key)
         if query is None:
@@ -154,11 +154,13 @@ class DeliveryWorker:
             head_of_line = ~exists().where(and_(
                 earlier.c.target == deliveries.c.target, earlier.c.order_key == deliveries.c.order_key,
                 earlier.c.status == "pending", earlier.c.id < deliveries.c.id))
-            query = select(deliveries).where(
+            due = select(deliveries.c.id).where(
                 deliveries.c.status == "pending", deliveries.c.next_attempt_at <= bindparam("now"), head_of_line)
             if blocked:
-                query = query.where(deliveries.c.target.not_in(sorted(blocked)))
-            query = claim(conn, query.order_by(deliveries.c.next_attempt_at, deliveries.c.id).limit(self.batch))
+                due = due.where(deliveries.c.target.not_in(sorted(blocked)))
+            due = claim(conn, due.order_by(deliveries.c.next_attempt_at, deliveries.c.id).limit(self.batch))
+            query = (update(deliveries).where(deliveries.c.id.in_(due.scalar_subquery()))
+                     .values(next_attempt_at=bindparam("lease")).returning(*deliveries.c))
             self._claim_queries[key] = query
         return query
 

@@ -64,6 +64,8 @@ async def test_a_push_cycle_is_two_transactions_and_reads_each_table_once(db: Da
     # The leads themselves once (none was merged away, so none is resolved), the merged-away check once.
     leads_reads = [s for s in recorder.statements if s.startswith("SELECT leads.")]
     assert sorted(recorder.statements[s] for s in leads_reads) == [1, 1], recorder.statements
+    # The claim picks and leases the rows in one UPDATE ... RETURNING: no SELECT of the queue before it.
+    assert not [s for s in recorder.statements if s.startswith("SELECT deliveries.")], recorder.statements
 
 
 async def test_a_row_whose_requests_cannot_be_built_is_dead_lettered_and_the_rest_sent(db: Database) -> None:
