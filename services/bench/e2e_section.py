@@ -81,6 +81,20 @@ class Stack:
             await conn.close()
         return {**{f"lag:{g}": n for g, n in lag.items()}, "outbox": int(outbox), "deliveries_pending": int(pending)}
 
+    async def transactions(self) -> int:
+        """Transactions PostgreSQL counted for the pipeline's database so far (commits and rollbacks;
+        a statement outside a transaction counts as one). The services' CPU follows their round trips,
+        so the rate of these is worth watching beside the CPU."""
+        import asyncpg
+
+        conn = await asyncpg.connect(plain_dsn(self.database_url))
+        try:
+            await conn.execute("SELECT pg_stat_clear_snapshot()")
+            return int(await conn.fetchval(
+                "SELECT xact_commit + xact_rollback FROM pg_stat_database WHERE datname = current_database()"))
+        finally:
+            await conn.close()
+
     async def drain(self, timeout: float = 300.0) -> tuple[float, dict[str, int]]:
         """Wait until nothing is in flight anywhere; (seconds waited, what was left at the start)."""
         start = time.monotonic()
@@ -194,15 +208,18 @@ async def _warm_up(ctx: BenchContext, stack: Stack) -> None:
 async def _point(ctx: BenchContext, stack: Stack, rate: float, seconds: float) -> RatePoint:
     ctx.say(SECTION, f"{rate:,.0f} tp/s for {seconds:.0f}s (5% are demo requests that qualify a lead) ...")
     meter = stack.cpu_meter()
+    transactions, started = await stack.transactions(), time.monotonic()
     meter.start()
     point = await measure_rate("127.0.0.1", stack.ingest_port, stack.crm, rate=rate, seconds=seconds,
                                tag=f"e2e{ctx.tag()}")
     point.cpu = meter.stop()
+    point.db_transactions_per_s = (await stack.transactions() - transactions) / (time.monotonic() - started)
     fmt = lambda v: "-" if v is None else f"{v:,.0f} ms"  # noqa: E731
     ctx.say(SECTION, f"{rate:,.0f} tp/s: sent {point.achieved:,.0f} tp/s, {point.pushed}/{point.leads} pushed; "
                      f"p50 {fmt(point.p50_ms)}, p95 {fmt(point.p95_ms)}, p99 {fmt(point.p99_ms)}; "
                      f"{'sustainable' if point.sustainable else 'NOT sustainable'} ({point.reason})")
-    ctx.say(SECTION, "  CPU (share of one core): " + ", ".join(f"{k} {v:.2f}" for k, v in point.cpu.items()))
+    ctx.say(SECTION, "  CPU (share of one core): " + ", ".join(f"{k} {v:.2f}" for k, v in point.cpu.items())
+            + f"; PostgreSQL transactions {point.db_transactions_per_s:,.0f}/s")
     point.drain_s, point.backlog_at_end = await stack.drain()
     point.hops = await hop_breakdown(stack.database_url, point.tag, point.sent_at, point.answered_at,
                                      stack.crm.arrivals)

@@ -61,6 +61,7 @@ class RatePoint:
     hops: dict[str, dict[str, float | None]] = field(default_factory=dict)  # see hop_breakdown
     sent_at: dict[str, float] = field(default_factory=dict)  # perf_counter() per lead key (demo request)
     answered_at: dict[str, float] = field(default_factory=dict)
+    db_transactions_per_s: float | None = None  # PostgreSQL's count for the pipeline's database
 
     @property
     def p50_ms(self) -> float | None:
@@ -82,7 +83,9 @@ class RatePoint:
                 "max_ms": r(max(self.latencies_ms, default=0.0) or None),
                 "sustainable": self.sustainable, "reason": self.reason, "cpu_share": self.cpu,
                 "tail_s": round(self.tail_s, 2), "drain_s": round(self.drain_s, 1),
-                "backlog_at_end": self.backlog_at_end, "hops": self.hops}
+                "backlog_at_end": self.backlog_at_end, "hops": self.hops,
+                "db_transactions_per_s": None if self.db_transactions_per_s is None
+                else round(self.db_transactions_per_s)}
 
 
 async def measure_rate(host: str, port: int, crm: CrmReceiver, *, rate: float, seconds: float, tag: str,
