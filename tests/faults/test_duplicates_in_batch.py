@@ -16,12 +16,13 @@ from datetime import timedelta
 from sqlalchemy import func, select
 
 from notifier.consumer import NotifierHandler
-from services.bus.base import Bus, Consumer, Message
+from services.bus.base import Consumer, Message
 from services.config import load_config
 from services.consumer import ConsumerRunner
 from services.db.database import Database
 from services.db.models import deliveries, sla_timers
-from services.events import ASSIGNMENTS, LEAD_ASSIGNED, Event, LeadAssigned, Outgoing, utcnow
+from services.events import ASSIGNMENTS, LEAD_ASSIGNED, Event, LeadAssigned, utcnow
+from tests.support.buses import OneConsumerBus
 
 
 class _OneBatch(Consumer):
@@ -46,22 +47,6 @@ class _OneBatch(Consumer):
         self.done.set()
 
 
-class _Bus(Bus):
-    def __init__(self, consumer: _OneBatch) -> None:
-        self._consumer = consumer
-
-    async def start(self) -> None: ...
-
-    async def stop(self) -> None: ...
-
-    async def publish(self, topic: str, events: Sequence[Outgoing], *, gathered: bool = False) -> None: ...
-
-    def consumer(self, group: str, topics: Sequence[str]) -> Consumer:
-        return self._consumer
-
-    async def ping(self) -> None: ...
-
-
 async def test_the_same_assignment_twice_in_one_batch_starts_one_clock(db: Database) -> None:
     now = utcnow()
     event = Event.new(LEAD_ASSIGNED, source="router", key="L1", data=LeadAssigned(
@@ -71,7 +56,7 @@ async def test_the_same_assignment_twice_in_one_batch_starts_one_clock(db: Datab
     again = Message(ASSIGNMENTS, 0, 8, event.key, event.value(), event.headers())  # republished by a relay
     done = asyncio.Event()
     consumer = _OneBatch([copy, again], done)
-    runner = ConsumerRunner(db, _Bus(consumer), NotifierHandler(db, load_config(None)), poll_timeout=0.01)
+    runner = ConsumerRunner(db, OneConsumerBus(consumer), NotifierHandler(db, load_config(None)), poll_timeout=0.01)
     stop = asyncio.Event()
     task = asyncio.create_task(runner.run(stop))
     await asyncio.wait_for(done.wait(), 20)

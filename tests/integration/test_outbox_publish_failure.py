@@ -3,42 +3,19 @@ all, in the order they were queued, and empties the outbox."""
 
 from __future__ import annotations
 
-from collections.abc import Sequence
 from datetime import UTC, datetime
 
 import pytest
 from sqlalchemy import func, select
 
-from services.bus.base import Bus, BusUnavailable, Consumer
+from services.bus.base import BusUnavailable
 from services.db.database import Database
 from services.db.models import outbox
-from services.events import Event, Outgoing
+from services.events import Event
 from services.outbox import OutboxRelay, add_events
+from tests.support.buses import RecordingBus
 
 pytestmark = [pytest.mark.integration, pytest.mark.parametrize("database_url", ["sqlite", "postgres"], indirect=True)]
-
-
-class FlakyBus(Bus):
-    """Refuses the first ``failures`` publishes, then remembers what it was given (topic, event id)."""
-
-    def __init__(self, failures: int) -> None:
-        self.failures = failures
-        self.published: list[tuple[str, str]] = []
-
-    async def start(self) -> None: ...
-
-    async def stop(self) -> None: ...
-
-    async def publish(self, topic: str, events: Sequence[Outgoing], *, gathered: bool = False) -> None:
-        if self.failures:
-            self.failures -= 1
-            raise BusUnavailable("the broker is away")
-        self.published += [(topic, e.id) for e in events]
-
-    def consumer(self, group: str, topics: Sequence[str]) -> Consumer:
-        raise NotImplementedError
-
-    async def ping(self) -> None: ...
 
 
 def event(event_id: str) -> Event:
@@ -56,12 +33,12 @@ async def test_a_failed_publish_keeps_the_rows_and_the_next_round_sends_them_in_
     for topic, event_id in queued:
         async with db.transaction() as conn:
             await add_events(conn, topic, [event(event_id)])
-    bus = FlakyBus(failures=1)
+    bus = RecordingBus(failures=1)
     relay = OutboxRelay(db, bus)
     with pytest.raises(BusUnavailable):
         await relay.relay_once()
     assert await outbox_rows(db) == 4  # the round's delete rolled back with it
     assert await relay.relay_once() == 4
-    assert bus.published == queued
+    assert list(zip(bus.topics, bus.published, strict=True)) == queued
     assert await outbox_rows(db) == 0
     assert await relay.relay_once() == 0

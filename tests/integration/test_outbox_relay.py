@@ -8,42 +8,20 @@ while a round runs are published by the next round at once, not by the idle poll
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Sequence
 from datetime import UTC, datetime
 
 import pytest
 from sqlalchemy import func, select, text
 
-from services.bus.base import Bus, Consumer
 from services.db.database import Database
 from services.db.models import outbox
-from services.events import Event, Outgoing
+from services.events import Event
 from services.outbox import LOCK_WAIT_MS, RELAY_LOCK_ID, OutboxRelay, add_events
+from tests.support.buses import RecordingBus
 
 pytestmark = [pytest.mark.integration, pytest.mark.parametrize("database_url", ["postgres"], indirect=True)]
 
 WINDOW = 0.5  # seconds the lock is held while a relay's attempts are counted
-
-
-class RecordingBus(Bus):
-    """Publishes nowhere; remembers what it was given."""
-
-    def __init__(self) -> None:
-        self.published: list[str] = []
-        self.gathered: list[bool] = []
-
-    async def start(self) -> None: ...
-
-    async def stop(self) -> None: ...
-
-    async def publish(self, topic: str, events: Sequence[Outgoing], *, gathered: bool = False) -> None:
-        self.published += [e.id for e in events]
-        self.gathered.append(gathered)
-
-    def consumer(self, group: str, topics: Sequence[str]) -> Consumer:
-        raise NotImplementedError
-
-    async def ping(self) -> None: ...
 
 
 class CountingRelay(OutboxRelay):

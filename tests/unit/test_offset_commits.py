@@ -7,10 +7,11 @@ import asyncio
 from collections.abc import Sequence
 from pathlib import Path
 
-from services.bus.base import Bus, Consumer, Message
+from services.bus.base import Consumer, Message
 from services.consumer import ConsumerRunner, Handler
 from services.db.database import Database
-from services.events import LEAD_EVENTS, LEAD_SCORED, Event, Outgoing
+from services.events import LEAD_EVENTS, LEAD_SCORED, Event
+from tests.support.buses import OneConsumerBus
 
 
 def message(offset: int, partition: int = 0) -> Message:
@@ -49,22 +50,6 @@ class Scripted(Consumer):
         for m in messages:
             offsets[(m.topic, m.partition)] = max(offsets.get((m.topic, m.partition), 0), m.offset + 1)
         self.commits.append(offsets)
-
-
-class OneConsumerBus(Bus):
-    def __init__(self, consumer: Scripted) -> None:
-        self._consumer = consumer
-
-    async def start(self) -> None: ...
-
-    async def stop(self) -> None: ...
-
-    async def publish(self, topic: str, events: Sequence[Outgoing], *, gathered: bool = False) -> None: ...
-
-    def consumer(self, group: str, topics: Sequence[str]) -> Consumer:
-        return self._consumer
-
-    async def ping(self) -> None: ...
 
 
 class Recorder(Handler):
