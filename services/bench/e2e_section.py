@@ -89,7 +89,6 @@ class Stack:
 
         conn = await asyncpg.connect(plain_dsn(self.database_url))
         try:
-            await conn.execute("SELECT pg_stat_clear_snapshot()")
             return int(await conn.fetchval(
                 "SELECT xact_commit + xact_rollback FROM pg_stat_database WHERE datname = current_database()"))
         finally:
