@@ -134,6 +134,10 @@ leads = Table(
     # Each rep's open leads, counted by the router on every batch that assigns (services/rep_loads.py).
     Index("ix_leads_open_owner", "owner", postgresql_where=text(OPEN_OWNED_WHERE),
           sqlite_where=text(OPEN_OWNED_WHERE)),
+    # The leads merged into a lead, read for its document (every CRM push, every GET of a lead): without
+    # it each read scanned the whole table. Partial: most leads were never merged away.
+    Index("ix_leads_merged_into", "merged_into", postgresql_where=text("merged_into IS NOT NULL"),
+          sqlite_where=text("merged_into IS NOT NULL")),
 )
 lead_identities = Table(
     "lead_identities", metadata,

@@ -8,7 +8,7 @@ from datetime import timedelta
 import pytest
 
 from services.db.database import Database
-from services.lead_documents import load_lead_document, load_lead_documents
+from services.lead_documents import _queries, load_lead_document, load_lead_documents
 from tests.support.leadfactory import T0, add_assignment, add_history, add_identity, add_lead, add_touchpoint
 
 pytestmark = pytest.mark.integration
@@ -45,3 +45,25 @@ async def test_a_batch_of_documents_equals_the_documents_read_one_by_one(db: Dat
     other_doc = batch[other]
     assert other_doc is not None and [t["event_id"] for t in other_doc["touchpoints"]] == ["tp-4", "tp-5", "tp-6"]
     assert other_doc["touchpoints_total"] == 3 and other_doc["stage_history"] == []
+
+
+async def test_merged_away_leads_are_found_through_an_index_not_a_table_scan(db: Database) -> None:
+    """Every CRM push reads its lead's merged-away leads; over the whole leads table that read grew with
+    every lead ever scored. With sequential scans ruled out as far as the planner allows, the plan must
+    use an index (without one, PostgreSQL still scans and SQLite reports ``SCAN leads``)."""
+    async with db.transaction() as conn:
+        winner = await add_lead(conn, id="w", stage="sql")
+        for i in range(20):
+            await add_lead(conn, id=f"l{i}", stage="anonymous", merged_into=winner if i % 5 == 0 else None)
+    query = _queries().merged_into
+    async with db.read() as conn:
+        sql = str(query.params(ids=[winner]).compile(dialect=conn.dialect, compile_kwargs={"literal_binds": True}))
+        if conn.dialect.name == "postgresql":
+            await conn.exec_driver_sql("SET LOCAL enable_seqscan = off")
+            plan = "\n".join(row[0] for row in await conn.exec_driver_sql(f"EXPLAIN {sql}"))
+            assert "Index" in plan and "Seq Scan" not in plan, plan
+        else:
+            plan = "\n".join(str(row[-1]) for row in await conn.exec_driver_sql(f"EXPLAIN QUERY PLAN {sql}"))
+            assert "INDEX ix_leads_merged_into" in plan, plan  # SEARCH leads USING (COVERING) INDEX ...
+        rows = (await conn.execute(query, {"ids": [winner]})).all()
+    assert sorted(lead_id for lead_id, _ in rows) == ["l0", "l10", "l15", "l5"]
