@@ -24,6 +24,7 @@ from services.bus.kafka import KafkaBus
 from services.bus.local import LocalBus
 from services.config import HandoffConfig, load_config
 from services.db.database import Database
+from services.db.upkeep import TableUpkeep
 from services.outbox import OutboxRelay
 from services.settings import Settings
 
@@ -121,7 +122,8 @@ async def _start_with_retry(bus: Bus, what: str, attempts: int = 30) -> None:
 
 
 def background_tasks(container: Container) -> list[Task]:
-    tasks: list[Task] = [container.relay.run]
+    upkeep = TableUpkeep(container.db, interval=container.settings.db_upkeep_seconds)  # only if autovacuum is off
+    tasks: list[Task] = [container.relay.run, upkeep.run]
     for part in container.parts.values():
         tasks += part.tasks
     return tasks

@@ -40,6 +40,10 @@ class Settings(BaseSettings):
     embedded_partitions: int = Field(default=4, ge=1, description="partitions of the embedded bus")
     log_level: str = Field(default="INFO", description="logging level")
     sla_tick_seconds: float = Field(default=0.25, gt=0, description="how often SLA timers are polled")
+    db_upkeep_seconds: float = Field(
+        default=10.0, ge=0, description="PostgreSQL with autovacuum off: how often handoff VACUUMs/ANALYZEs "
+        "its own tables (0 = never; with autovacuum on it never does)",
+    )
 
     @field_validator("kafka_bootstrap")
     @classmethod

@@ -4,7 +4,6 @@ the CRM push and the SLA breach, page and reassignment."""
 
 from __future__ import annotations
 
-import asyncio
 import time
 from pathlib import Path
 from typing import Any
@@ -19,6 +18,7 @@ from services.config import load_config
 from services.signing import sign, verify
 from tests.support.infra import free_port
 from tests.support.pipeline import API_TOKEN, TEST_SECRETS
+from tests.support.polling import eventually
 from tests.support.processes import handoff_process
 from tests.support.receiver import Receiver
 
@@ -33,16 +33,6 @@ def write_config(path: Path, crm_url: str, alerts_url: str) -> None:
                       "pagerduty": {"url": alerts_url + "pd", "routing_key_env": "PD_ROUTING_KEY"},
                       "slack": {"url": alerts_url + "slack"}}
     path.write_text(yaml.safe_dump(data, sort_keys=False))
-
-
-async def eventually(check: Any, timeout: float, what: str) -> Any:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        result = await check()
-        if result:
-            return result
-        await asyncio.sleep(0.1)
-    raise AssertionError(f"timed out waiting for {what}")
 
 
 async def test_first_anonymous_view_to_crm_push_and_breach(tmp_path: Path) -> None:

@@ -12,9 +12,8 @@ from __future__ import annotations
 import asyncio
 import json
 import re
-import time
 from collections import Counter, defaultdict
-from collections.abc import Awaitable, Callable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -35,6 +34,7 @@ from services.db.models import (
     touchpoints,
 )
 from tests.faults.workload import Buyer, expected_state
+from tests.support.polling import eventually
 from tests.support.receiver import Received
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -108,18 +108,6 @@ async def _observe(db: Database) -> Observed:
             dead_letters.c.event_id, dead_letters.c.payload))).mappings()]
         obs.outbox = int((await conn.execute(select(func.count()).select_from(outbox))).scalar_one())
     return obs
-
-
-async def eventually(check: Callable[[], Awaitable[Any]], timeout: float, what: str,
-                     interval: float = 0.5) -> Any:
-    deadline = time.monotonic() + timeout
-    last: Any = None
-    while time.monotonic() < deadline:
-        last = await check()
-        if last:
-            return last
-        await asyncio.sleep(interval)
-    raise AssertionError(f"timed out after {timeout:.0f}s waiting for {what}")
 
 
 async def settle_pipeline(database_url: str, acked_ids: set[str], buyers: Sequence[Buyer],

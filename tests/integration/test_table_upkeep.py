@@ -1,0 +1,88 @@
+"""With autovacuum off (as on this machine's PostgreSQL, set for CI), a round of upkeep VACUUMs the
+tables the relay churns and ANALYZEs the ones that grew; rounds of several processes never overlap."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+
+import pytest
+from sqlalchemy import delete, text
+
+from services.db.database import Database
+from services.db.models import outbox
+from services.db.upkeep import UPKEEP_LOCK_ID, TableUpkeep
+from services.events import utcnow
+from tests.support.polling import eventually
+
+pytestmark = [pytest.mark.integration, pytest.mark.parametrize("database_url", ["postgres"], indirect=True)]
+
+
+@pytest.fixture
+async def autovacuum_off(db: Database) -> AsyncIterator[None]:
+    async with db.read() as conn:
+        if (await conn.execute(text("SHOW autovacuum"))).scalar() == "on":
+            pytest.skip("this PostgreSQL server runs autovacuum: upkeep rounds do nothing there by design")
+    yield
+
+
+async def outbox_counters(db: Database) -> tuple[int, int]:
+    async with db.read() as conn:
+        row = (await conn.execute(text(
+            "SELECT n_dead_tup, vacuum_count FROM pg_stat_user_tables WHERE relname = 'outbox'"))).one()
+    return int(row[0]), int(row[1])
+
+
+async def churn_outbox(db: Database, rows: int) -> None:
+    """Queue and relay ``rows`` events, as the relay does: every row ends up dead."""
+    async with db.transaction() as conn:
+        await conn.execute(outbox.insert(), [
+            {"topic": "t", "key": f"k{i}", "event_id": f"e{i}", "type": "x", "source": "test", "time": utcnow(),
+             "data": {}} for i in range(rows)])
+    async with db.transaction() as conn:
+        await conn.execute(delete(outbox))
+        await conn.execute(text("SELECT pg_stat_force_next_flush()"))
+
+
+async def test_a_round_vacuums_the_churned_outbox(db: Database, autovacuum_off: None) -> None:
+    _, vacuums_before = await outbox_counters(db)
+    await churn_outbox(db, 500)
+
+    async def counted() -> bool:
+        return (await outbox_counters(db))[0] >= 500
+    await eventually(counted, 10, "the outbox's dead rows in the statistics")
+    done = await TableUpkeep(db, interval=10.0).round()
+    assert 'VACUUM (ANALYZE) "outbox"' in done
+
+    async def vacuumed() -> bool:
+        dead, vacuums = await outbox_counters(db)
+        return vacuums > vacuums_before and dead < 500
+    await eventually(vacuumed, 10, "the outbox vacuumed")
+    assert await TableUpkeep(db, interval=10.0).round() == []  # nothing due any more anywhere
+
+
+async def test_a_round_is_skipped_while_another_process_holds_the_upkeep_lock(
+        db: Database, autovacuum_off: None) -> None:
+    await churn_outbox(db, 500)
+    holder = Database(db.url, pool_size=1)
+    try:
+        async with holder.read() as conn:
+            assert (await conn.execute(text("SELECT pg_try_advisory_lock(:k)"), {"k": UPKEEP_LOCK_ID})).scalar()
+            assert await TableUpkeep(db, interval=10.0).round() == []
+            await conn.execute(text("SELECT pg_advisory_unlock(:k)"), {"k": UPKEEP_LOCK_ID})
+    finally:
+        await holder.dispose()
+
+
+async def test_the_task_runs_rounds_until_stopped(db: Database, autovacuum_off: None) -> None:
+    await churn_outbox(db, 500)
+    _, vacuums_before = await outbox_counters(db)
+    stop = asyncio.Event()
+    task = asyncio.create_task(TableUpkeep(db, interval=0.05).run(stop))
+
+    async def vacuumed() -> bool:
+        return (await outbox_counters(db))[1] > vacuums_before
+    await eventually(vacuumed, 10, "a round of the task")
+    assert not task.done()  # a background task that returns would end the process
+    stop.set()
+    await asyncio.wait_for(task, 5.0)
