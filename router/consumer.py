@@ -4,9 +4,9 @@ Consumes ``lead-events``: ``lead.scored`` (qualify, then assign) and ``lead.reas
 SLA breached: assign again without the breached rep). Each batch is ONE transaction: the processed
 ids, the stage changes, the assignment rows, the shared rotation cursors and the outgoing
 ``lead.assigned`` events (outbox) commit together, so a redelivered event changes nothing and a lead
-is assigned at most once, even with several routers: every assignment runs under one row lock on
-``routing_cursors`` (PostgreSQL ``FOR UPDATE``; SQLite has a single writer), where the open-lead
-counts and cursors are read and written.
+is assigned at most once, even with several routers: every assignment runs under one lock (PostgreSQL: a
+transaction-scoped advisory lock; SQLite has a single writer), under which the open-lead counts and
+cursors are read and written.
 """
 
 from __future__ import annotations
@@ -17,7 +17,7 @@ from dataclasses import dataclass, field, replace
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import select, update
+from sqlalchemy import select, text, update
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from router.assign import Decision, RepState, Router, RoutingState
@@ -26,7 +26,7 @@ from router.writes import BatchWrites
 from services.config import HandoffConfig
 from services.consumer import Handler
 from services.db.database import Database
-from services.db.dialect import insert_ignore, lock
+from services.db.dialect import lock
 from services.db.models import account_owners, assignments, leads, rep_state, routing_cursors
 from services.events import (
     LEAD_ASSIGNED,
@@ -44,7 +44,7 @@ from services.idempotency import claim_new
 from services.rep_loads import open_lead_counts
 
 log = logging.getLogger(__name__)
-GLOBAL_LOCK = "*"  # the routing_cursors row every assignment locks first
+ROUTING_LOCK_ID = 74190004  # the advisory lock every assignment takes first (PostgreSQL)
 # What routing reads of a lead (not its score state and breakdown: large JSON it never needs).
 ROW_COLUMNS = (leads.c.id, leads.c.stage, leads.c.owner, leads.c.merged_into, leads.c.fit, leads.c.engagement,
                leads.c.total, leads.c.traits, leads.c.email, leads.c.company_domain)
@@ -209,10 +209,12 @@ class RouterHandler(Handler):
 
     @staticmethod
     async def _routing_lock(conn: AsyncConnection) -> None:
-        """Serialise assignments: open-lead counts and rotation cursors are read and written under it."""
-        await conn.execute(insert_ignore(conn, routing_cursors), [
-            {"team": GLOBAL_LOCK, "cursor": None, "updated_at": utcnow()}])
-        await conn.execute(lock(conn, select(routing_cursors.c.team).where(routing_cursors.c.team == GLOBAL_LOCK)))
+        """Serialise assignments: open-lead counts and rotation cursors are read and written under it.
+        One statement and no row written (it was an insert-ignore of a lock row, then a locking read of
+        it: two round trips and a row lock written to the page on every batch). SQLite: its single
+        writer serialises the batches already."""
+        if conn.dialect.name == "postgresql":
+            await conn.execute(text("SELECT pg_advisory_xact_lock(:k)"), {"k": ROUTING_LOCK_ID})
 
     async def _rep_states(self, conn: AsyncConnection) -> dict[str, RepState]:
         loads = await open_lead_counts(conn, [rep.id for rep in self.config.reps])
