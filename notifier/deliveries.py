@@ -98,13 +98,17 @@ class DeliveryWorker:
 
     async def run(self, stop: asyncio.Event) -> None:
         while not stop.is_set():
+            # Cleared before the round claims: a row this process queues meanwhile wakes the next round
+            # at once. A round that found less than a full batch left nothing due behind it, so the
+            # next one waits for such a wake-up (or the idle tick: retries, other processes' rows)
+            # instead of claiming again at once, which found nothing about every other time.
+            self._wakeup.clear()
             try:
                 sent = await self.run_once()
             except Exception as exc:  # database away: rows wait in the table
                 log.warning("delivery worker: %s", exc)
                 sent = 0
-            if sent == 0:
-                self._wakeup.clear()
+            if sent < self.batch:
                 await _wait_any(stop, self._wakeup, self.idle)
 
     def _breaker(self, target: str) -> CircuitBreaker:

@@ -6,6 +6,7 @@ one writer, not holding it."""
 
 from __future__ import annotations
 
+import asyncio
 from collections import Counter
 from typing import Any
 
@@ -22,6 +23,7 @@ from services.events import utcnow
 from tests.integration.test_dlq import crm_config
 from tests.support.leadfactory import add_lead
 from tests.support.pipeline import TEST_SECRETS
+from tests.support.polling import eventually
 from tests.support.receiver import Receiver
 
 pytestmark = pytest.mark.integration
@@ -91,3 +93,38 @@ async def test_a_row_whose_requests_cannot_be_built_is_dead_lettered_and_the_res
     assert list(statuses.values()) == ["pending"]
     dead = await list_dead_letters(db)
     assert len(dead) == 1 and "cannot build the requests" in dead[0]["error"]
+
+
+async def test_the_worker_claims_once_per_wake_up_not_again_after_a_partial_round(db: Database) -> None:
+    """A round that claimed less than a full batch left nothing due: the worker waits for the next row
+    queued in this process (or its idle tick) instead of claiming again at once, which found nothing
+    about every other time at 1,000 tp/s. The idle tick here is far longer than the test."""
+    async with Receiver() as crm:
+        config = crm_config(crm.url("/leads"))
+        recorder = Recorder(db)
+        recorder.on = True
+
+        async def queue(i: int) -> None:
+            async with db.transaction() as conn:  # the commit wakes the worker (same process)
+                lead = await add_lead(conn, email=f"w{i}@acme.io", stage="sql", owner="anna")
+                await enqueue_crm_push(conn, lead, f"asg-w{i}", utcnow())
+
+        async def delivered(count: int) -> bool:
+            async with db.read() as conn:
+                rows = (await conn.execute(select(deliveries.c.status))).scalars().all()
+            return sum(status == "delivered" for status in rows) == count
+
+        async with httpx.AsyncClient() as client:
+            stop = asyncio.Event()
+            worker = DeliveryWorker(db, config, client, idle=60.0, environ=dict(TEST_SECRETS))
+            await queue(0)  # before the worker starts: its first round claims it
+            task = asyncio.create_task(worker.run(stop))
+            try:
+                await eventually(lambda: delivered(1), 10, "the first push recorded")
+                await queue(1)
+                await eventually(lambda: delivered(2), 10, "the second push recorded, woken by its commit")
+            finally:
+                stop.set()
+                await asyncio.wait_for(task, 10)
+    claims = sum(n for s, n in recorder.statements.items() if s.startswith("UPDATE deliveries SET next_attempt_at"))
+    assert claims == 2, recorder.statements
