@@ -104,16 +104,25 @@ class TableUpkeep:
         if not self.db.is_postgres or self.interval <= 0:
             await stop.wait()
             return
-        while not stop.is_set():
-            try:
-                await asyncio.wait_for(stop.wait(), self.interval)
-                return
-            except TimeoutError:
-                pass
-            try:
-                await self.round()
-            except (SQLAlchemyError, OSError) as exc:  # the database is away: the next round tries again
-                log.warning("table upkeep: %s; trying again in %.0fs", exc, self.interval)
+        stopping = asyncio.ensure_future(stop.wait())
+        try:
+            while not stop.is_set():
+                await asyncio.wait([stopping], timeout=self.interval)
+                if stop.is_set():
+                    return
+                # A VACUUM may wait for a lock or take long on a big table: stopping must not wait for it.
+                chores = asyncio.ensure_future(self.round())
+                await asyncio.wait([chores, stopping], return_when=asyncio.FIRST_COMPLETED)
+                if not chores.done():
+                    chores.cancel()
+                    await asyncio.gather(chores, return_exceptions=True)
+                    return
+                if isinstance(chores.exception(), SQLAlchemyError | OSError):  # the database is away
+                    log.warning("table upkeep: %s; trying again in %.0fs", chores.exception(), self.interval)
+                else:
+                    chores.result()  # anything else is a bug: let it end the task (and say so)
+        finally:
+            stopping.cancel()
 
     async def round(self) -> list[str]:
         """One round: the statements it ran (none if autovacuum is on or another process's round runs)."""

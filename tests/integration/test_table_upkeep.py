@@ -86,3 +86,31 @@ async def test_the_task_runs_rounds_until_stopped(db: Database, autovacuum_off: 
     assert not task.done()  # a background task that returns would end the process
     stop.set()
     await asyncio.wait_for(task, 5.0)
+
+
+async def test_stopping_does_not_wait_for_a_vacuum_that_waits(db: Database, autovacuum_off: None) -> None:
+    """A VACUUM waiting for a lock (or working through a big table) must not hold up the process's stop."""
+    await churn_outbox(db, 500)
+    holder = Database(db.url, pool_size=1)
+    try:
+        async with holder.transaction() as conn:
+            await conn.execute(text("LOCK TABLE outbox IN SHARE UPDATE EXCLUSIVE MODE"))  # VACUUM's own lock
+
+            async def vacuum_waiting() -> bool:
+                async with db.read() as reader:
+                    return bool((await reader.execute(text(
+                        "SELECT count(*) FROM pg_stat_activity WHERE wait_event_type = 'Lock' "
+                        "AND query LIKE 'VACUUM%outbox%' AND datname = current_database()"))).scalar())
+
+            stop = asyncio.Event()
+            task = asyncio.create_task(TableUpkeep(db, interval=0.05).run(stop))
+            await eventually(vacuum_waiting, 10, "the upkeep's VACUUM waiting for the outbox lock")
+            stop.set()
+            done, _ = await asyncio.wait({task}, timeout=5.0)  # not cancelled: it must end by itself
+            if not done:
+                task.cancel()
+                await asyncio.gather(task, return_exceptions=True)
+            assert task in done, "the stop waited for the VACUUM"
+            assert task.exception() is None
+    finally:
+        await holder.dispose()
