@@ -117,10 +117,11 @@ class TableUpkeep:
                     chores.cancel()
                     await asyncio.gather(chores, return_exceptions=True)
                     return
-                if isinstance(chores.exception(), SQLAlchemyError | OSError):  # the database is away
-                    log.warning("table upkeep: %s; trying again in %.0fs", chores.exception(), self.interval)
-                else:
-                    chores.result()  # anything else is a bug: let it end the task (and say so)
+                error = chores.exception()
+                if isinstance(error, SQLAlchemyError | OSError):  # the database is away
+                    log.warning("table upkeep: %s; trying again in %.0fs", error, self.interval)
+                elif error is not None:  # a bug: said loudly, but upkeep is never worth stopping the service
+                    log.error("table upkeep failed; trying again in %.0fs", self.interval, exc_info=error)
         finally:
             stopping.cancel()
 

@@ -114,3 +114,26 @@ async def test_stopping_does_not_wait_for_a_vacuum_that_waits(db: Database, auto
             assert task.exception() is None
     finally:
         await holder.dispose()
+
+
+async def test_a_failing_round_is_logged_and_the_next_one_still_comes(
+        db: Database, caplog: pytest.LogCaptureFixture) -> None:
+    class Flaky(TableUpkeep):
+        calls = 0
+
+        async def round(self) -> list[str]:
+            Flaky.calls += 1
+            if Flaky.calls == 1:
+                raise RuntimeError("a bug in a round")
+            return []
+
+    stop = asyncio.Event()
+    task = asyncio.create_task(Flaky(db, interval=0.01).run(stop))
+
+    async def second_round() -> bool:
+        return Flaky.calls >= 2
+    await eventually(second_round, 10, "a second round after the failed one")
+    assert not task.done()  # upkeep is never worth stopping the service for
+    stop.set()
+    await asyncio.wait_for(task, 5.0)
+    assert "table upkeep failed" in caplog.text and "a bug in a round" in caplog.text
