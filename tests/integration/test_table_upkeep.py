@@ -12,7 +12,8 @@ from sqlalchemy import delete, text
 from services.db.database import Database
 from services.db.models import outbox
 from services.db.upkeep import UPKEEP_LOCK_ID, TableUpkeep
-from services.events import utcnow
+from services.events import Event
+from services.outbox import add_events
 from tests.support.polling import eventually
 
 pytestmark = [pytest.mark.integration, pytest.mark.parametrize("database_url", ["postgres"], indirect=True)]
@@ -34,11 +35,9 @@ async def outbox_counters(db: Database) -> tuple[int, int]:
 
 
 async def churn_outbox(db: Database, rows: int) -> None:
-    """Queue and relay ``rows`` events, as the relay does: every row ends up dead."""
+    """Queue ``rows`` events as the services do, then delete them as the relay does: every row ends up dead."""
     async with db.transaction() as conn:
-        await conn.execute(outbox.insert(), [
-            {"topic": "t", "key": f"k{i}", "event_id": f"e{i}", "type": "x", "source": "test", "time": utcnow(),
-             "data": {}} for i in range(rows)])
+        await add_events(conn, "t", [Event.new("x", source="test", key=f"k{i}", data={}) for i in range(rows)])
     async with db.transaction() as conn:
         await conn.execute(delete(outbox))
         await conn.execute(text("SELECT pg_stat_force_next_flush()"))
