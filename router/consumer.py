@@ -17,7 +17,7 @@ from dataclasses import dataclass, field, replace
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import select, text, update
+from sqlalchemy import Boolean, Integer, Select, String, select, text, update
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from router.assign import Decision, RepState, Router, RoutingState
@@ -26,8 +26,8 @@ from router.writes import BatchWrites
 from services.config import HandoffConfig
 from services.consumer import Handler
 from services.db.database import Database
-from services.db.dialect import lock
-from services.db.models import account_owners, assignments, leads, rep_state, routing_cursors
+from services.db.models import OPEN_OWNED_WHERE, account_owners, assignments, leads, rep_state, routing_cursors
+from services.db.types import JsonType
 from services.events import (
     LEAD_ASSIGNED,
     LEAD_EVENTS,
@@ -48,6 +48,18 @@ ROUTING_LOCK_ID = 74190004  # the advisory lock every assignment takes first (Po
 # What routing reads of a lead (not its score state and breakdown: large JSON it never needs).
 ROW_COLUMNS = (leads.c.id, leads.c.stage, leads.c.owner, leads.c.merged_into, leads.c.fit, leads.c.engagement,
                leads.c.total, leads.c.traits, leads.c.email, leads.c.company_domain)
+ACCOUNT_OWNER = "account_owner"  # read with the lead (account-based routing): its account's owner, if any
+
+# Every rep's open leads, the reps' overrides and the rotation cursors, in one round trip (PostgreSQL):
+# three reads were three round trips on every batch that assigns. The count is services.rep_loads'
+# (the partial index's own condition as literal SQL, so that a generic plan uses ix_leads_open_owner).
+_ROUTING_STATE_PG = text(
+    "SELECT 'load' AS kind, owner AS key, count(*) AS open_leads, CAST(NULL AS BOOLEAN) AS available, "
+    "CAST(NULL AS INTEGER) AS capacity, CAST(NULL AS JSONB) AS cursor "
+    f"FROM leads WHERE {OPEN_OWNED_WHERE} AND owner = ANY(CAST(:reps AS VARCHAR[])) GROUP BY owner "
+    "UNION ALL SELECT 'rep', rep_id, NULL, available, capacity, NULL FROM rep_state "
+    "UNION ALL SELECT 'cursor', team, NULL, NULL, NULL, cursor FROM routing_cursors"
+).columns(kind=String, key=String, open_leads=Integer, available=Boolean, capacity=Integer, cursor=JsonType)
 
 
 def _lead(row: Mapping[str, Any]) -> dict[str, Any]:
@@ -100,14 +112,14 @@ class RouterHandler(Handler):
             return
         async with self.db.transaction() as conn:
             # The routing lock first, before any lead row: every router takes its locks in one order, so two
-            # routers never deadlock (a lead lock, then the routing lock, against the reverse).
-            await self._routing_lock(conn)
-            fresh = await claim_new(conn, self.group, list(relevant))
+            # routers never deadlock (a lead lock, then the routing lock, against the reverse). On
+            # PostgreSQL the claim's statement takes it before it claims (see ``_routing_lock``).
+            fresh = await claim_new(conn, self.group, list(relevant), lock_id=ROUTING_LOCK_ID)
             todo = [item for event_id, item in relevant.items() if event_id in fresh]
             # Most scored leads do not qualify: one locking read of all the batch's leads, not one per event.
             rows = await self._lock_leads(conn, {item.lead_id for item in todo})
             snapshot = _Snapshot()  # rep loads, cursors and account owners, read once per batch under the lock
-            await self._load_account_owners(conn, rows.values(), snapshot)
+            self._account_owners_of(rows.values(), snapshot)
             # Written at the end; meanwhile ``rows`` follows each lead's stage and owner, so a later event
             # of the same lead in this batch sees what the earlier ones did.
             writes = BatchWrites(rows)
@@ -130,11 +142,19 @@ class RouterHandler(Handler):
         return self.qualifier.qualify(_lead(dict(scored)), scored.stage, scored.rules_hit).stage is not None
 
     async def _lock_leads(self, conn: AsyncConnection, lead_ids: Collection[str]) -> dict[str, Mapping[str, Any]]:
-        """The leads' rows (the columns routing reads), locked, in id order (as the scoring consumer locks)."""
+        """The leads' rows (the columns routing reads), locked, in id order (as the scoring consumer locks).
+        With account-based routing each row also holds its account's owner (``ACCOUNT_OWNER``, None
+        when nobody owns it yet), read in the same statement (it was one more round trip per batch)."""
         if not lead_ids:
             return {}
-        query = select(*ROW_COLUMNS).where(leads.c.id.in_(sorted(lead_ids))).order_by(leads.c.id)
-        return {row["id"]: row for row in (await conn.execute(lock(conn, query))).mappings()}
+        query: Select[Any] = select(*ROW_COLUMNS)
+        if self.config.routing.account_based:
+            query = select(*ROW_COLUMNS, account_owners.c.rep_id.label(ACCOUNT_OWNER)).select_from(leads.outerjoin(
+                account_owners, account_owners.c.company_domain == leads.c.company_domain))
+        query = query.where(leads.c.id.in_(sorted(lead_ids))).order_by(leads.c.id)
+        if conn.dialect.name == "postgresql":  # the leads' rows only: nobody else's lock waits on an owner row
+            query = query.with_for_update(of=leads)
+        return {row["id"]: row for row in (await conn.execute(query)).mappings()}
 
     async def _on_scored(self, conn: AsyncConnection, row: Mapping[str, Any], scored: LeadScored,
                          snapshot: _Snapshot, writes: BatchWrites) -> None:
@@ -171,9 +191,7 @@ class RouterHandler(Handler):
         The caller holds the routing lock."""
         snapshot = snapshot or _Snapshot()
         if snapshot.reps is None:
-            snapshot.reps = await self._rep_states(conn)
-            snapshot.cursors = dict((await conn.execute(
-                select(routing_cursors.c.team, routing_cursors.c.cursor))).all())
+            snapshot.reps, snapshot.cursors = await self._routing_state(conn)
         owner = await self._account_owner(conn, lead, snapshot)
         decision = self.router.choose(lead, snapshot.reps, RoutingState(snapshot.cursors), owner, now,
                                       exclude=exclude)
@@ -216,29 +234,42 @@ class RouterHandler(Handler):
         if conn.dialect.name == "postgresql":
             await conn.execute(text("SELECT pg_advisory_xact_lock(:k)"), {"k": ROUTING_LOCK_ID})
 
+    async def _routing_state(self, conn: AsyncConnection) -> tuple[dict[str, RepState], dict[str, Any]]:
+        """Each rep's state and the rotation cursors by team (one statement on PostgreSQL)."""
+        if conn.dialect.name != "postgresql":
+            cursors = dict((await conn.execute(select(routing_cursors.c.team, routing_cursors.c.cursor))).all())
+            return await self._rep_states(conn), cursors
+        loads: dict[str, int] = {}
+        overrides: dict[str, tuple[bool | None, int | None]] = {}
+        cursors = {}
+        for row in (await conn.execute(_ROUTING_STATE_PG, {"reps": [rep.id for rep in self.config.reps]})).all():
+            if row.kind == "load":
+                loads[row.key] = int(row.open_leads)
+            elif row.kind == "rep":
+                overrides[row.key] = (row.available, row.capacity)
+            else:
+                cursors[row.key] = row.cursor
+        return self._states(loads, overrides), cursors
+
     async def _rep_states(self, conn: AsyncConnection) -> dict[str, RepState]:
         loads = await open_lead_counts(conn, [rep.id for rep in self.config.reps])
-        overrides = {r.rep_id: r for r in (await conn.execute(select(rep_state))).all()}
+        overrides = {r.rep_id: (r.available, r.capacity) for r in (await conn.execute(select(rep_state))).all()}
+        return self._states(loads, overrides)
+
+    def _states(self, loads: Mapping[str, int],
+                overrides: Mapping[str, tuple[bool | None, int | None]]) -> dict[str, RepState]:
+        """Each configured rep's state: its open leads, and its availability and capacity as overridden."""
         states = {}
         for rep in self.config.reps:
-            o = overrides.get(rep.id)
-            states[rep.id] = RepState(
-                rep_id=rep.id, open_leads=int(loads.get(rep.id, 0)),
-                available=True if o is None or o.available is None else bool(o.available),
-                capacity=None if o is None else o.capacity)
+            available, capacity = overrides.get(rep.id, (None, None))
+            states[rep.id] = RepState(rep_id=rep.id, open_leads=int(loads.get(rep.id, 0)),
+                                      available=True if available is None else bool(available), capacity=capacity)
         return states
 
-    async def _load_account_owners(self, conn: AsyncConnection, rows: Collection[Mapping[str, Any]],
-                                   snapshot: _Snapshot) -> None:
-        """The owners of the batch's accounts in one read (None for accounts nobody owns yet)."""
-        if not self.config.routing.account_based:
-            return
-        domains = sorted({row["company_domain"] for row in rows if row["company_domain"]})
-        snapshot.owners.update(dict.fromkeys(domains))
-        if domains:
-            snapshot.owners.update(dict((await conn.execute(select(  # type: ignore[arg-type]
-                account_owners.c.company_domain, account_owners.c.rep_id
-            ).where(account_owners.c.company_domain.in_(domains)))).all()))
+    def _account_owners_of(self, rows: Collection[Mapping[str, Any]], snapshot: _Snapshot) -> None:
+        """The owners of the batch's accounts, as read with the leads (None for accounts nobody owns yet)."""
+        if self.config.routing.account_based:
+            snapshot.owners.update((row["company_domain"], row[ACCOUNT_OWNER]) for row in rows if row["company_domain"])
 
     async def _account_owner(self, conn: AsyncConnection, lead: Mapping[str, Any], snapshot: _Snapshot) -> str | None:
         domain = lead.get("company_domain")
