@@ -21,9 +21,10 @@ from collections.abc import Sequence
 from itertools import groupby
 from typing import Any
 
-from sqlalchemy import delete, select, text
+from sqlalchemy import bindparam, delete, func, select, text, true
 from sqlalchemy.exc import DBAPIError, SQLAlchemyError
 from sqlalchemy.ext.asyncio import AsyncConnection
+from sqlalchemy.sql.dml import ReturningDelete
 
 from services.bus.base import Bus, BusError
 from services.bus.local import LocalBus
@@ -68,6 +69,8 @@ class OutboxRelay:
         self.published = 0
         self._wakeup = asyncio.Event()
         self._own_rows = False  # this process committed outbox rows since its relay last read them
+        self._take = _take_statement(batch_size, in_line=False)
+        self._take_in_line = _take_statement(batch_size, in_line=True)
         db.on_commit(self._on_commit)
 
     def _on_commit(self, flags: dict[str, Any]) -> None:
@@ -116,20 +119,18 @@ class OutboxRelay:
 
     async def _relay(self, wait: bool) -> int:
         async with self.db.transaction() as conn:
-            if conn.dialect.name == "postgresql":
-                if wait:
-                    await _wait_for_lock(conn)
-                elif not (await conn.execute(text("SELECT pg_try_advisory_xact_lock(:k)"),
-                                             {"k": RELAY_LOCK_ID})).scalar():
-                    # Only if there is something to send: an idle relay must not spin on a busy one's lock.
-                    pending = (await conn.execute(select(outbox.c.id).limit(1))).first()
-                    return -1 if pending is not None else 0
             # Taken and deleted in one statement (a SELECT, then a DELETE naming every id, was one more
             # round trip with the relay lock held, and a new prepared statement for every count of ids).
             # If publishing fails, the transaction rolls back and the rows are there for the next round.
-            taken = (await conn.execute(delete(outbox).where(outbox.c.id.in_(
-                select(outbox.c.id).order_by(outbox.c.id).limit(self.batch_size).scalar_subquery(),
-            )).returning(*outbox.c))).mappings().all()
+            if conn.dialect.name == "postgresql" and wait:
+                taken = await _take_in_line(conn, self._take_in_line)
+            else:
+                if conn.dialect.name == "postgresql" and not (await conn.execute(
+                        text("SELECT pg_try_advisory_xact_lock(:k)"), {"k": RELAY_LOCK_ID})).scalar():
+                    # Only if there is something to send: an idle relay must not spin on a busy one's lock.
+                    pending = (await conn.execute(select(outbox.c.id).limit(1))).first()
+                    return -1 if pending is not None else 0
+                taken = (await conn.execute(self._take)).mappings().all()
             if not taken:
                 return 0
             rows = sorted(taken, key=lambda r: r["id"])  # RETURNING promises no order
@@ -146,12 +147,28 @@ class OutboxRelay:
         return len(rows)
 
 
-async def _wait_for_lock(conn: AsyncConnection) -> None:
-    """Take the relay lock, waiting at most ``LOCK_WAIT_MS`` (one round trip: the timeout is set
-    for this transaction in the same statement); raise ``_LockBusy`` when the wait runs out."""
+def _take_statement(batch_size: int, *, in_line: bool) -> ReturningDelete[Any]:
+    """Delete the oldest ``batch_size`` rows and return them. ``in_line`` (PostgreSQL): the same
+    statement first waits in line for the relay lock, at most ``LOCK_WAIT_MS`` (the timeout is set
+    for this transaction only), and deletes once it holds it: one round trip, not two. The lock is a
+    CTE the rows join, so it is taken before the first row is deleted (and not at all when nothing
+    is queued). The rows come from the statement's snapshot, taken before the wait: rows the lock's
+    holder deletes meanwhile are skipped by the DELETE (READ COMMITTED), rows committed meanwhile wait
+    for the next round, and per-lead order holds as before (a lead's later event is committed after
+    its earlier one, so any snapshot holding the later holds the earlier)."""
+    oldest = select(outbox.c.id)
+    if in_line:
+        held = select(func.set_config("lock_timeout", bindparam("ms", str(LOCK_WAIT_MS)), true()),
+                      func.pg_advisory_xact_lock(bindparam("k", RELAY_LOCK_ID))).cte("held").prefix_with("MATERIALIZED")
+        oldest = oldest.select_from(outbox.join(held, true()))
+    return delete(outbox).where(outbox.c.id.in_(
+        oldest.order_by(outbox.c.id).limit(batch_size).scalar_subquery())).returning(*outbox.c)
+
+
+async def _take_in_line(conn: AsyncConnection, statement: ReturningDelete[Any]) -> Sequence[Any]:
+    """Run an ``in_line`` take; raise ``_LockBusy`` when the wait for the lock runs out."""
     try:
-        await conn.execute(text("SELECT set_config('lock_timeout', :ms, true), pg_advisory_xact_lock(:k)"),
-                           {"ms": str(LOCK_WAIT_MS), "k": RELAY_LOCK_ID})
+        return (await conn.execute(statement)).mappings().all()
     except DBAPIError as exc:
         if getattr(exc.orig, "sqlstate", None) == LOCK_NOT_AVAILABLE:
             raise _LockBusy from exc

@@ -8,6 +8,7 @@ while a round runs are published by the next round at once, not by the idle poll
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Sequence
 from datetime import UTC, datetime
 
 import pytest
@@ -15,9 +16,10 @@ from sqlalchemy import func, select, text
 
 from services.db.database import Database
 from services.db.models import outbox
-from services.events import Event
+from services.events import Event, Outgoing
 from services.outbox import LOCK_WAIT_MS, RELAY_LOCK_ID, OutboxRelay, add_events
 from tests.support.buses import RecordingBus
+from tests.support.polling import eventually
 
 pytestmark = [pytest.mark.integration, pytest.mark.parametrize("database_url", ["postgres"], indirect=True)]
 
@@ -137,3 +139,49 @@ async def test_rows_committed_while_a_round_runs_go_out_without_waiting_for_the_
         stop.set()
         await task
         await db.dispose()
+
+
+class HeldBus(RecordingBus):
+    """Publishes once ``release`` is set: meanwhile its relay holds the lock, its rows deleted but not
+    committed (a publish to a slow broker)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.entered = asyncio.Event()
+        self.release = asyncio.Event()
+
+    async def publish(self, topic: str, events: Sequence[Outgoing], *, gathered: bool = False) -> None:
+        self.entered.set()
+        await self.release.wait()
+        await super().publish(topic, events, gathered=gathered)
+
+
+async def test_a_relay_waiting_in_line_publishes_only_the_rows_the_holder_did_not_take(database_url: str) -> None:
+    """The waiting relay's statement reads the outbox before its wait ends (the lock and the delete are
+    one statement): the rows the holder takes meanwhile are skipped, not published twice, and the rest
+    go out once the lock is free."""
+    holder_db, waiter_db, observer = Database(database_url), Database(database_url), Database(database_url)
+    holder_bus, waiter_bus = HeldBus(), RecordingBus()
+    holder, waiter = OutboxRelay(holder_db, holder_bus), OutboxRelay(waiter_db, waiter_bus)
+
+    async def waiting_for_the_lock() -> bool:
+        async with observer.read() as conn:
+            return bool((await conn.execute(text(
+                "SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' AND NOT granted"))).scalar())
+
+    try:
+        await queue(holder_db, "e-1")
+        holding = asyncio.create_task(holder.relay_once(wait=True))
+        await asyncio.wait_for(holder_bus.entered.wait(), 10)  # lock held, e-1 deleted, not committed
+        await queue(waiter_db, "e-2")
+        waiting = asyncio.create_task(waiter.relay_once(wait=True))
+        await eventually(waiting_for_the_lock, 10, "the second relay to wait for the lock")
+        holder_bus.release.set()
+        assert await holding == 1
+        assert await waiting == 1
+        assert (holder_bus.published, waiter_bus.published) == (["e-1"], ["e-2"])
+        async with observer.read() as conn:
+            assert (await conn.execute(select(func.count()).select_from(outbox))).scalar() == 0
+    finally:
+        for db in (holder_db, waiter_db, observer):
+            await db.dispose()
