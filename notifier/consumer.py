@@ -19,6 +19,7 @@ from notifier.queue import enqueue_alert, enqueue_crm_pushes
 from notifier.sla import SlaPlan, plan_sla
 from services.config import HandoffConfig, Rep
 from services.consumer import Handler
+from services.db.arrays import insert_rows
 from services.db.database import Database
 from services.db.dialect import upsert
 from services.db.models import lead_sla, sla_timers
@@ -116,8 +117,8 @@ class NotifierHandler(Handler):
              "kind": "reminder" if timer.kind == "sla_reminder" else "breach", "fraction": timer.fraction,
              "due_at": plan.due_at, "fire_at": timer.at, "status": "pending"}
             for a, plan in clocks.running() for timer in plan.timers()]
-        if timers:
-            await conn.execute(sla_timers.insert(), timers)
+        # One statement for all of them (three or more per assignment; an executemany is a statement per row).
+        await insert_rows(conn, sla_timers, timers)
         await enqueue_crm_pushes(conn, clocks.pushes, utcnow())
         clocks.clear()
 

@@ -25,7 +25,7 @@ from typing import Any
 
 from sqlalchemy.ext.asyncio import AsyncConnection
 
-from services.db.arrays import update_rows
+from services.db.arrays import insert_rows, update_rows
 from services.db.dialect import insert_ignore, upsert
 from services.db.models import account_owners, assignments, leads, routing_cursors, stage_history
 from services.events import ASSIGNMENTS, Event
@@ -89,7 +89,7 @@ class BatchWrites:
         for rows in by_columns.values():
             await update_rows(conn, leads, "id", rows)
         if self._history:
-            await conn.execute(stage_history.insert(), self._history)
+            await insert_rows(conn, stage_history, self._history)  # one statement (two rows per assigned lead)
             await refresh_stage_chain(conn, {row["lead_id"] for row in self._history})
         if self._assignments:
             await conn.execute(assignments.insert(), self._assignments)
