@@ -36,6 +36,10 @@ from services.events import (
 from services.idempotency import claim_new
 
 CLOCK_STOPPING_FEEDBACK = ("contacted", "accepted", "rejected", "won", "lost")
+# A lead's pending timers of any other assignment than ``keep`` (built once: one per batch otherwise).
+_CANCEL_OTHER_TIMERS = update(sla_timers).where(
+    sla_timers.c.lead_id == bindparam("lead"), sla_timers.c.status == "pending",
+    sla_timers.c.assignment_id != bindparam("keep")).values(status="cancelled")
 
 
 @dataclass
@@ -100,10 +104,8 @@ class NotifierHandler(Handler):
     async def _flush(self, conn: AsyncConnection, clocks: _Clocks) -> None:
         """Write the batch's clocks: a statement per table instead of four per assignment."""
         if clocks.latest:
-            await conn.execute(update(sla_timers).where(
-                sla_timers.c.lead_id == bindparam("lead"), sla_timers.c.status == "pending",
-                sla_timers.c.assignment_id != bindparam("keep")).values(status="cancelled"),
-                [{"lead": lead, "keep": keep} for lead, keep in sorted(clocks.latest.items())])
+            await conn.execute(_CANCEL_OTHER_TIMERS,
+                               [{"lead": lead, "keep": keep} for lead, keep in sorted(clocks.latest.items())])
         if clocks.sla:
             await conn.execute(upsert(conn, lead_sla, ["lead_id"], [
                 "assignment_id", "rep_id", "due_at", "state", "reminders_sent", "breached_at", "started_at",

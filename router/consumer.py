@@ -17,7 +17,7 @@ from dataclasses import dataclass, field, replace
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import Boolean, Integer, Select, String, select, text, update
+from sqlalchemy import Boolean, Integer, Select, String, bindparam, select, text, update
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from router.assign import Decision, RepState, Router, RoutingState
@@ -98,6 +98,7 @@ class RouterHandler(Handler):
         self.config = config
         self.qualifier = Qualifier(config.qualification)
         self.router = Router(config)
+        self._lock_queries: dict[str, Select[Any]] = {}  # by dialect name
 
     async def handle(self, events: list[Event]) -> None:
         relevant: dict[str, LeadScored | ReassignRequested] = {}
@@ -147,14 +148,20 @@ class RouterHandler(Handler):
         when nobody owns it yet), read in the same statement (it was one more round trip per batch)."""
         if not lead_ids:
             return {}
+        query = self._lock_queries.get(conn.dialect.name)
+        if query is None:  # built once per dialect (building it, and its cache key, on every batch cost CPU)
+            query = self._lock_queries[conn.dialect.name] = self._lock_query(conn.dialect.name)
+        return {row["id"]: row for row in (await conn.execute(query, {"ids": sorted(lead_ids)})).mappings()}
+
+    def _lock_query(self, dialect: str) -> Select[Any]:
         query: Select[Any] = select(*ROW_COLUMNS)
         if self.config.routing.account_based:
-            query = select(*ROW_COLUMNS, account_owners.c.rep_id.label(ACCOUNT_OWNER)).select_from(leads.outerjoin(
-                account_owners, account_owners.c.company_domain == leads.c.company_domain))
-        query = query.where(leads.c.id.in_(sorted(lead_ids))).order_by(leads.c.id)
-        if conn.dialect.name == "postgresql":  # the leads' rows only: nobody else's lock waits on an owner row
+            query = select(*ROW_COLUMNS, account_owners.c.rep_id.label(ACCOUNT_OWNER)).select_from(
+                leads.outerjoin(account_owners, account_owners.c.company_domain == leads.c.company_domain))
+        query = query.where(leads.c.id.in_(bindparam("ids", expanding=True))).order_by(leads.c.id)
+        if dialect == "postgresql":  # the leads' rows only: nobody else's lock waits on an owner row
             query = query.with_for_update(of=leads)
-        return {row["id"]: row for row in (await conn.execute(query)).mappings()}
+        return query
 
     async def _on_scored(self, conn: AsyncConnection, row: Mapping[str, Any], scored: LeadScored,
                          snapshot: _Snapshot, writes: BatchWrites) -> None:

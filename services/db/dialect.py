@@ -9,6 +9,7 @@
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
+from functools import lru_cache
 from typing import Any
 
 from sqlalchemy import Float, Select, Table, cast, func
@@ -18,19 +19,33 @@ from sqlalchemy.sql.dml import Insert
 from sqlalchemy.sql.elements import ColumnElement
 
 
-def _insert(conn: AsyncConnection, table: Table) -> Any:
-    return postgresql.insert(table) if conn.dialect.name == "postgresql" else sqlite.insert(table)
+def _insert(dialect: str, table: Table) -> Any:
+    return postgresql.insert(table) if dialect == "postgresql" else sqlite.insert(table)
 
 
+# Both are built once per table and column set: building one (``excluded`` above all) was 9 % of the
+# notifier consumer's time per batch, and a statement built anew also has its cache key computed anew
+# on every execution. Core statements are immutable: ``.returning(...)`` on one returns a new one.
 def insert_ignore(conn: AsyncConnection, table: Table, index_elements: Sequence[str] | None = None) -> Insert:
     """``INSERT ... ON CONFLICT DO NOTHING``; add ``.returning(...)`` to learn which rows were new."""
-    stmt = _insert(conn, table)
-    return stmt.on_conflict_do_nothing(index_elements=index_elements)  # type: ignore[no-any-return]
+    return _insert_ignore(conn.dialect.name, table, None if index_elements is None else tuple(index_elements))
 
 
 def upsert(conn: AsyncConnection, table: Table, keys: Sequence[str], update: Sequence[str]) -> Insert:
     """``INSERT ... ON CONFLICT (keys) DO UPDATE SET col = excluded.col`` for each of ``update``."""
-    stmt = _insert(conn, table)
+    return _upsert(conn.dialect.name, table, tuple(keys), tuple(update))
+
+
+@lru_cache(maxsize=128)
+def _insert_ignore(dialect: str, table: Table, index_elements: tuple[str, ...] | None) -> Insert:
+    stmt = _insert(dialect, table)
+    return stmt.on_conflict_do_nothing(  # type: ignore[no-any-return]
+        index_elements=None if index_elements is None else list(index_elements))
+
+
+@lru_cache(maxsize=128)
+def _upsert(dialect: str, table: Table, keys: tuple[str, ...], update: tuple[str, ...]) -> Insert:
+    stmt = _insert(dialect, table)
     return stmt.on_conflict_do_update(  # type: ignore[no-any-return]
         index_elements=list(keys), set_={col: stmt.excluded[col] for col in update}
     )
