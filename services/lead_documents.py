@@ -20,7 +20,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from functools import cache
 from typing import Any
 
-from sqlalchemy import BindParameter, Select, bindparam, func, select
+from sqlalchemy import BindParameter, Select, bindparam, exists, func, select
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from services.db.models import assignments, lead_identities, lead_sla, leads, stage_history, touchpoints
@@ -54,7 +54,9 @@ async def load_lead_documents(conn: AsyncConnection, lead_ids: Iterable[str], *,
     winners = sorted(set(winner_of.values()))
     if not winners:
         return dict.fromkeys(requested)
-    merged_from = await _merged_away(conn, winners)
+    # Only a lead that others were merged into needs the walk through them; the lead rows say which (most
+    # leads never had one merged into them: the walk's first query, on every CRM push, was for nothing).
+    merged_from = await _merged_away(conn, [w for w in winners if w not in rows or rows[w][HAS_MERGED]])
     root = {winner: winner for winner in winners} | {loser: w for w, losers in merged_from.items() for loser in losers}
     own_ids = sorted(root)
 
@@ -82,7 +84,9 @@ class _Queries:
 
     def __init__(self) -> None:
         ids: BindParameter[Any] = bindparam("ids", expanding=True)
-        self.leads: Select[Any] = select(leads).where(leads.c.id.in_(ids))
+        merged = leads.alias("merged")
+        self.leads: Select[Any] = select(
+            leads, exists().where(merged.c.merged_into == leads.c.id).label(HAS_MERGED)).where(leads.c.id.in_(ids))
         self.merged_into: Select[Any] = select(leads.c.id, leads.c.merged_into).where(leads.c.merged_into.in_(ids))
         self.identities: Select[Any] = (
             select(lead_identities.c.lead_id, lead_identities.c.kind, lead_identities.c.value)
@@ -100,6 +104,9 @@ class _Queries:
         self.timelines: Select[Any] = select(ranked).where(ranked.c.newest <= bindparam("limit"))
 
 
+HAS_MERGED = "has_merged_leads"  # a column of the lead rows read here: some lead was merged into this one
+
+
 @cache
 def _queries() -> _Queries:
     return _Queries()
@@ -114,6 +121,8 @@ async def _lead_rows(conn: AsyncConnection, lead_ids: Sequence[str]) -> dict[str
 async def _merged_away(conn: AsyncConnection, winners: Sequence[str]) -> dict[str, list[str]]:
     """Each winner's merged-away leads (directly or through a chain)."""
     found: dict[str, list[str]] = defaultdict(list)
+    if not winners:
+        return {}
     frontier = {winner: winner for winner in winners}  # lead -> the winner it leads back to
     for _ in range(MAX_MERGE_HOPS):
         rows = (await conn.execute(_queries().merged_into, {"ids": sorted(frontier)})).all()

@@ -8,7 +8,7 @@ from datetime import timedelta
 import pytest
 
 from services.db.database import Database
-from services.lead_documents import _queries, load_lead_document, load_lead_documents
+from services.lead_documents import HAS_MERGED, _queries, load_lead_document, load_lead_documents
 from tests.support.leadfactory import T0, add_assignment, add_history, add_identity, add_lead, add_touchpoint
 
 pytestmark = pytest.mark.integration
@@ -67,3 +67,26 @@ async def test_merged_away_leads_are_found_through_an_index_not_a_table_scan(db:
             assert "INDEX ix_leads_merged_into" in plan, plan  # SEARCH leads USING (COVERING) INDEX ...
         rows = (await conn.execute(query, {"ids": [winner]})).all()
     assert sorted(lead_id for lead_id, _ in rows) == ["l0", "l10", "l15", "l5"]
+
+
+async def test_whether_leads_were_merged_into_a_lead_is_read_with_it_through_an_index(db: Database) -> None:
+    """The lead rows say whether any lead was merged into them, so that a push of a lead nobody was
+    merged into (most of them) skips the walk through merged leads; the check must not scan the table."""
+    async with db.transaction() as conn:
+        winner = await add_lead(conn, id="w", stage="sql")
+        alone = await add_lead(conn, id="a", stage="sql")
+        for i in range(20):
+            await add_lead(conn, id=f"l{i}", stage="anonymous", merged_into=winner if i % 5 == 0 else None)
+    query = _queries().leads
+    async with db.read() as conn:
+        sql = str(query.params(ids=[winner, alone]).compile(
+            dialect=conn.dialect, compile_kwargs={"literal_binds": True, "render_postcompile": True}))
+        if conn.dialect.name == "postgresql":
+            await conn.exec_driver_sql("SET LOCAL enable_seqscan = off")
+            plan = "\n".join(row[0] for row in await conn.exec_driver_sql(f"EXPLAIN {sql}"))
+            assert "ix_leads_merged_into" in plan and "Seq Scan" not in plan, plan
+        else:
+            plan = "\n".join(str(row[-1]) for row in await conn.exec_driver_sql(f"EXPLAIN QUERY PLAN {sql}"))
+            assert "INDEX ix_leads_merged_into" in plan, plan
+        rows = {row["id"]: row[HAS_MERGED] for row in (await conn.execute(query, {"ids": [winner, alone]})).mappings()}
+    assert rows == {winner: True, alone: False}
