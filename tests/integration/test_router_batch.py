@@ -9,7 +9,15 @@ from sqlalchemy import select
 from router.consumer import RouterHandler
 from services.config import load_config
 from services.db.database import Database
-from services.db.models import account_owners, assignments, leads, processed_events, stage_history
+from services.db.models import (
+    account_owners,
+    assignments,
+    leads,
+    processed_events,
+    rep_state,
+    routing_cursors,
+    stage_history,
+)
 from services.events import LEAD_REASSIGN_REQUESTED, LEAD_SCORED, Event, LeadScored, ReassignRequested, utcnow
 from tests.support.leadfactory import add_lead
 
@@ -115,3 +123,25 @@ async def test_a_reps_load_counts_its_live_open_leads_only(db: Database) -> None
     async with db.read() as conn:
         states = await handler._rep_states(conn)
     assert {rep: state.open_leads for rep, state in states.items()} == {"anna": 2, "ben": 0, "carl": 1, "dana": 0}
+
+
+async def test_the_routing_state_read_at_once_is_the_reps_loads_overrides_and_cursors(db: Database) -> None:
+    # On PostgreSQL one statement reads the open-lead counts, the overrides and the cursors; it must
+    # give what the separate reads give (SQLite runs those).
+    async with db.transaction() as conn:
+        await add_lead(conn, stage="sql", owner="anna")
+        await add_lead(conn, stage="contacted", owner="carl")
+        await add_lead(conn, stage="won", owner="carl")
+        await conn.execute(rep_state.insert(), [
+            {"rep_id": "ben", "available": False, "capacity": None, "updated_at": utcnow()},
+            {"rep_id": "carl", "available": None, "capacity": 3, "updated_at": utcnow()}])
+        await conn.execute(routing_cursors.insert(), [
+            {"team": "emea", "cursor": {"last": "ben", "turns": [1, 2]}, "updated_at": utcnow()}])
+    handler = RouterHandler(db, load_config(None))
+    async with db.read() as conn:
+        reps, cursors = await handler._routing_state(conn)
+        separately = await handler._rep_states(conn)
+    assert reps == separately
+    assert {rep: (s.open_leads, s.available, s.capacity) for rep, s in reps.items()} == {
+        "anna": (1, True, None), "ben": (0, False, None), "carl": (1, True, 3), "dana": (0, True, None)}
+    assert cursors == {"emea": {"last": "ben", "turns": [1, 2]}}
