@@ -156,10 +156,14 @@ class RouterHandler(Handler):
     def _lock_query(self, dialect: str) -> Select[Any]:
         query: Select[Any] = select(*ROW_COLUMNS)
         if self.config.routing.account_based:
-            query = select(*ROW_COLUMNS, account_owners.c.rep_id.label(ACCOUNT_OWNER)).select_from(
-                leads.outerjoin(account_owners, account_owners.c.company_domain == leads.c.company_domain))
+            # A subquery, not a join: when the lead row changed while this waited for its lock, PostgreSQL
+            # evaluates the row again on its new version, and a subquery with it (its new company's
+            # owner), where a joined owner row stays the one first read (the outer join then gave no
+            # owner at all: a test shows it). Owners are only written under the routing lock, held here.
+            owner = select(account_owners.c.rep_id).where(account_owners.c.company_domain == leads.c.company_domain)
+            query = select(*ROW_COLUMNS, owner.scalar_subquery().label(ACCOUNT_OWNER))
         query = query.where(leads.c.id.in_(bindparam("ids", expanding=True))).order_by(leads.c.id)
-        if dialect == "postgresql":  # the leads' rows only: nobody else's lock waits on an owner row
+        if dialect == "postgresql":
             query = query.with_for_update(of=leads)
         return query
 

@@ -3,8 +3,10 @@ so each event must still see what the events before it did to its lead."""
 
 from __future__ import annotations
 
+import asyncio
+
 import pytest
-from sqlalchemy import select
+from sqlalchemy import select, text, update
 
 from router.consumer import RouterHandler
 from services.config import load_config
@@ -20,6 +22,7 @@ from services.db.models import (
 )
 from services.events import LEAD_REASSIGN_REQUESTED, LEAD_SCORED, Event, LeadScored, ReassignRequested, utcnow
 from tests.support.leadfactory import add_lead
+from tests.support.polling import eventually
 
 pytestmark = pytest.mark.integration
 
@@ -145,3 +148,32 @@ async def test_the_routing_state_read_at_once_is_the_reps_loads_overrides_and_cu
     assert {rep: (s.open_leads, s.available, s.capacity) for rep, s in reps.items()} == {
         "anna": (1, True, None), "ben": (0, False, None), "carl": (1, True, 3), "dana": (0, True, None)}
     assert cursors == {"emea": {"last": "ben", "turns": [1, 2]}}
+
+
+@pytest.mark.parametrize("database_url", ["postgres"], indirect=True)
+async def test_a_lead_that_changed_account_while_the_router_waited_for_it_goes_by_the_new_accounts_owner(
+        db: Database) -> None:
+    """The account's owner is read in the statement that locks the lead. When the lead changes company while
+    the router waits for its lock (the scoring consumer updates it), PostgreSQL re-reads the lead row once the
+    lock is free: the owner must then be the new account's, not the old one's nor none."""
+    now = utcnow()
+    async with db.transaction() as conn:
+        await add_lead(conn, id="mover", email="p@old.com", stage="engaged", fit=20, engagement=60,
+                       created_at=now, company_domain="old.com")
+        await conn.execute(account_owners.insert(), [{"company_domain": "old.com", "rep_id": "carl", "since": now},
+                                                     {"company_domain": "new.com", "rep_id": "dana", "since": now}])
+    router = RouterHandler(db, load_config(None))
+
+    async def router_waits_for_a_row_lock() -> bool:
+        async with db.read() as conn:
+            return bool((await conn.execute(text(
+                "SELECT count(*) FROM pg_locks WHERE locktype = 'transactionid' AND NOT granted"))).scalar())
+
+    async with db.transaction() as scoring:  # the scoring consumer, mid-batch: the lead row locked
+        await scoring.execute(update(leads).where(leads.c.id == "mover").values(company_domain="new.com"))
+        routing = asyncio.create_task(router.handle([scored("mover", 1, 80, "new.com")]))
+        await eventually(router_waits_for_a_row_lock, 10, "the router to wait for the lead's lock")
+    await routing
+    async with db.read() as conn:
+        reason = (await conn.execute(select(assignments.c.reason))).scalar_one()
+    assert "new.com" in reason and "dana" in reason, reason
