@@ -6,6 +6,8 @@ from __future__ import annotations
 from datetime import timedelta
 
 import pytest
+from sqlalchemy.ext.asyncio import AsyncConnection
+from sqlalchemy.sql.elements import ClauseElement
 
 from services.db.database import Database
 from services.lead_documents import HAS_MERGED, _queries, load_lead_document, load_lead_documents
@@ -47,6 +49,16 @@ async def test_a_batch_of_documents_equals_the_documents_read_one_by_one(db: Dat
     assert other_doc["touchpoints_total"] == 3 and other_doc["stage_history"] == []
 
 
+async def plan_without_seq_scans(conn: AsyncConnection, query: ClauseElement) -> str:
+    """``query``'s plan (its parameters inlined) as text: PostgreSQL's ``EXPLAIN`` with sequential scans
+    ruled out as far as the planner allows, SQLite's ``EXPLAIN QUERY PLAN``."""
+    sql = str(query.compile(dialect=conn.dialect, compile_kwargs={"literal_binds": True, "render_postcompile": True}))
+    if conn.dialect.name == "postgresql":
+        await conn.exec_driver_sql("SET LOCAL enable_seqscan = off")
+        return "\n".join(row[0] for row in await conn.exec_driver_sql(f"EXPLAIN {sql}"))
+    return "\n".join(str(row[-1]) for row in await conn.exec_driver_sql(f"EXPLAIN QUERY PLAN {sql}"))
+
+
 async def test_merged_away_leads_are_found_through_an_index_not_a_table_scan(db: Database) -> None:
     """Every CRM push reads its lead's merged-away leads; over the whole leads table that read grew with
     every lead ever scored. With sequential scans ruled out as far as the planner allows, the plan must
@@ -57,13 +69,10 @@ async def test_merged_away_leads_are_found_through_an_index_not_a_table_scan(db:
             await add_lead(conn, id=f"l{i}", stage="anonymous", merged_into=winner if i % 5 == 0 else None)
     query = _queries().merged_into
     async with db.read() as conn:
-        sql = str(query.params(ids=[winner]).compile(dialect=conn.dialect, compile_kwargs={"literal_binds": True}))
+        plan = await plan_without_seq_scans(conn, query.params(ids=[winner]))
         if conn.dialect.name == "postgresql":
-            await conn.exec_driver_sql("SET LOCAL enable_seqscan = off")
-            plan = "\n".join(row[0] for row in await conn.exec_driver_sql(f"EXPLAIN {sql}"))
             assert "Index" in plan and "Seq Scan" not in plan, plan
         else:
-            plan = "\n".join(str(row[-1]) for row in await conn.exec_driver_sql(f"EXPLAIN QUERY PLAN {sql}"))
             assert "INDEX ix_leads_merged_into" in plan, plan  # SEARCH leads USING (COVERING) INDEX ...
         rows = (await conn.execute(query, {"ids": [winner]})).all()
     assert sorted(lead_id for lead_id, _ in rows) == ["l0", "l10", "l15", "l5"]
@@ -79,14 +88,10 @@ async def test_whether_leads_were_merged_into_a_lead_is_read_with_it_through_an_
             await add_lead(conn, id=f"l{i}", stage="anonymous", merged_into=winner if i % 5 == 0 else None)
     query = _queries().leads
     async with db.read() as conn:
-        sql = str(query.params(ids=[winner, alone]).compile(
-            dialect=conn.dialect, compile_kwargs={"literal_binds": True, "render_postcompile": True}))
+        plan = await plan_without_seq_scans(conn, query.params(ids=[winner, alone]))
         if conn.dialect.name == "postgresql":
-            await conn.exec_driver_sql("SET LOCAL enable_seqscan = off")
-            plan = "\n".join(row[0] for row in await conn.exec_driver_sql(f"EXPLAIN {sql}"))
             assert "ix_leads_merged_into" in plan and "Seq Scan" not in plan, plan
         else:
-            plan = "\n".join(str(row[-1]) for row in await conn.exec_driver_sql(f"EXPLAIN QUERY PLAN {sql}"))
             assert "INDEX ix_leads_merged_into" in plan, plan
         rows = {row["id"]: row[HAS_MERGED] for row in (await conn.execute(query, {"ids": [winner, alone]})).mappings()}
     assert rows == {winner: True, alone: False}
