@@ -4,6 +4,7 @@
     await insert_rows(conn, touchpoints, rows, ignore_conflicts=True)
     await update_rows(conn, leads, "id", changed_rows)                # UPDATE ... WHERE id = row["id"]
     statement, params = insert_statement(conn, outbox, rows)          # built now, sent later
+    [(statement, params)] = combined_statements(conn, [update_statement(...), insert_statement(...)])  # PG
 
 On PostgreSQL each call is ONE statement whatever the number of rows: the rows travel as one array per
 column (a JSON column's values as one JSON document) and ``unnest`` turns them back into rows on the
@@ -14,6 +15,7 @@ round trips) the plain SQLAlchemy forms are used. Rows are dicts of what a Core 
 
 from __future__ import annotations
 
+import re
 from collections.abc import Mapping, Sequence
 from functools import lru_cache
 from typing import Any
@@ -58,6 +60,39 @@ def insert_statement(conn: AsyncConnection, table: Table, rows: Sequence[Row], *
     if _pg(conn):
         return insert_text(table, tuple(rows[0]), ignore_conflicts, ()), column_arrays(table, rows)
     return (insert_ignore(conn, table) if ignore_conflicts else table.insert()), list(rows)
+
+
+def combined_statements(conn: AsyncConnection, statements: Sequence[Statement]) -> list[Statement]:
+    """``statements`` (from :func:`insert_statement` / :func:`update_statement`, none returning rows) as
+    few as the dialect allows: on PostgreSQL ONE statement whose data-modifying ``WITH`` parts are these
+    (one round trip; each part writes its own table, so they cannot see each other's rows and must not
+    need to), elsewhere unchanged. For a caller that sends them through a pipe: a connection runs one
+    statement at a time, so each statement sent after the caller's last piece of work is waited for.
+
+        for statement, parameters in combined_statements(conn, [update_statement(conn, leads, "id", rows),
+                                                                  insert_statement(conn, outbox, events)]):
+            await pipe.send(statement, parameters)
+    """
+    if len(statements) < 2 or not _pg(conn):
+        return list(statements)
+    parameters: dict[str, Any] = {}
+    for i, (_, values) in enumerate(statements):
+        parameters |= {f"p{i}_{name}": value for name, value in values.items()}
+    return [(_combined(tuple(statement for statement, _ in statements)), parameters)]
+
+
+_PARAMETER = re.compile(r"(?<![:\w]):(\w+)")  # a bound parameter of a text() statement
+
+
+@lru_cache(maxsize=64)
+def _combined(statements: tuple[Executable, ...]) -> TextClause:
+    """The ``WITH`` statement of these text statements, each ``:name`` parameter of the i-th renamed
+    ``:p{i}_name`` (built once per combination: a ``text()`` is parsed for its parameters)."""
+    parts = []
+    for i, statement in enumerate(statements):
+        renamed = _PARAMETER.sub(f":p{i}_" + r"\1", str(statement))
+        parts.append(f"s{i} AS ({renamed})")
+    return text(f"WITH {', '.join(parts)} SELECT 1")
 
 
 def update_statement(conn: AsyncConnection, table: Table, key: str, rows: Sequence[Row]) -> Statement:

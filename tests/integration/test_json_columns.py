@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from datetime import timedelta
 from typing import Any
 
 import pytest
@@ -69,3 +70,25 @@ async def test_rows_written_as_arrays_keep_each_json_value_with_its_row(db: Data
     async with db.read() as conn:
         stored = dict((await conn.execute(select(routing_cursors.c.team, routing_cursors.c.cursor))).all())
     assert stored == dict(zip(teams, moved, strict=True))
+
+
+async def test_combined_statements_write_each_table_with_its_own_values(db: Database) -> None:
+    # Combined into one PostgreSQL statement, two statements' parameters of the same name (``updated_at``
+    # here, ``source`` for the scoring consumer's leads and outbox) must each reach their own table.
+    from services.db.arrays import combined_statements, insert_statement, update_statement
+
+    then, now = utcnow() - timedelta(hours=1), utcnow()
+    async with db.transaction() as conn:
+        await conn.execute(*insert_statement(conn, routing_cursors, [
+            {"team": t, "cursor": {"at": 0}, "updated_at": then} for t in ("a", "b")]))
+    async with db.transaction() as conn:
+        writes = combined_statements(conn, [
+            update_statement(conn, routing_cursors, "team", [{"team": "a", "cursor": {"at": 1}, "updated_at": now}]),
+            insert_statement(conn, routing_cursors, [{"team": "c", "cursor": [2], "updated_at": then}]),
+        ])
+        for statement, parameters in writes:
+            await conn.execute(statement, parameters)
+    assert len(writes) == (1 if db.is_postgres else 2)
+    async with db.read() as conn:
+        stored = {row.team: (row.cursor, row.updated_at) for row in await conn.execute(select(routing_cursors))}
+    assert stored == {"a": ({"at": 1}, now), "b": ({"at": 0}, then), "c": ([2], then)}
