@@ -5,7 +5,7 @@ For each poll: ONE transaction claims the event ids (a redelivery is a no-op), r
 touchpoints into each lead's score state (``scoring.rules``), stores the timeline, records stage
 changes ``anonymous -> known -> engaged``, and queues ``lead.scored`` / ``lead.stage_changed`` /
 ``lead.merged`` in the outbox. Offsets are committed by the runner after that transaction. The claim
-travels with the writes; a batch holding an id claimed before is rolled back and applied again with
+travels with the writes (in the timeline's statement on PostgreSQL); a batch holding an id claimed before is rolled back and applied again with
 only its new events (redeliveries are rare; claiming first would make every batch wait for it).
 
 Several scoring consumers may touch one lead (its identities hash to different partitions): lead rows
@@ -41,7 +41,7 @@ from scoring.rules import RuleSet, Score
 from scoring.stages import scoring_stage, stage_rank
 from scoring.state import LeadScoreState
 from services.consumer import Handler
-from services.db.arrays import combined_statements, insert_statement, update_statement
+from services.db.arrays import Statement, combined_statements, insert_statement, update_statement
 from services.db.database import Database
 from services.db.models import (
     lead_identities,
@@ -72,6 +72,7 @@ from services.stage_chain import first_move_top, stage_chain_updates
 Identity = tuple[str, str]  # (kind, value): ("email", "jane@acme.com"), ("user", "u1"), ("anon", "a-1")
 
 _TIME = TypeAdapter(datetime)
+Sent = asyncio.Future[Result[Any]]  # a statement sent through the pipe: its result, once it is done
 
 
 def identities_of(tp: Touchpoint) -> list[Identity]:
@@ -167,10 +168,7 @@ class _Batch:
         finally:  # whatever happens, the query ends before anything else uses the connection
             self.links = await finding
         await self._load_leads(set(self.links.values()))
-        claimed, wanted = None, set(claim[1]) if claim is not None else set()
         async with StatementPipe(self.conn) as pipe:
-            if claim is not None:
-                claimed = await pipe.send(*claim_statement(self.conn, *claim))
             for tp, data in zip(todo, dumped, strict=True):
                 lead = self._resolve(tp)
                 lead.new_touchpoints.append(data)
@@ -178,8 +176,8 @@ class _Batch:
                     lead.email = tp.email
                 if tp.email or tp.user_id:
                     lead.known = True
-            links = await self._write(pipe)
-        if claimed is not None and claimed_ids(await claimed) != wanted:
+            claimed, links = await self._write(pipe, claim_statement(self.conn, *claim) if claim else None)
+        if claim is not None and (claimed is None or claimed_ids(await claimed) != set(claim[1])):
             raise _SeenBefore
         if links is not None:
             raced = set(self.new_links) - linked_pairs(await links)
@@ -252,8 +250,9 @@ class _Batch:
         return winner
 
     # -- writing --------------------------------------------------------------------------------
-    async def _write(self, pipe: StatementPipe) -> asyncio.Future[Result[Any]] | None:
-        """Send the batch's statements; the identity links' result (to check for races), if any."""
+    async def _write(self, pipe: StatementPipe, claim: Statement | None) -> tuple[Sent | None, Sent | None]:
+        """Send the batch's statements, with ``claim`` (the claim of its event ids) if given; the claim's
+        result and the identity links' result (to check for races), when they were sent."""
         # Through a pipe: the server applies each statement while the next one's rows are built here.
         # The new identity links and the timeline go first (known before any lead is folded; the
         # links, cheap to build, while the timeline's JSON is encoded), then the leads in a few
@@ -271,9 +270,16 @@ class _Batch:
             links = await pipe.send(*link_statement(conn, [
                 {"kind": k, "value": v, "lead_id": self._live(lead_id).id, "linked_at": now}
                 for (k, v), lead_id in sorted(self.new_links.items())]))
+        # The claim goes with the timeline (one statement on PostgreSQL), written by the server while the
+        # first slice of leads is folded.
         tp_rows = self._timeline_rows()
+        writes = [claim] if claim is not None else []
         if tp_rows:
-            await pipe.send(*insert_statement(conn, touchpoints, tp_rows, ignore_conflicts=True))
+            writes.append(insert_statement(conn, touchpoints, tp_rows, ignore_conflicts=True))
+        claimed = None
+        for i, (statement, parameters) in enumerate(combined_statements(conn, writes, result_of=0)):
+            sent = await pipe.send(statement, parameters)
+            claimed = sent if i == 0 and claim is not None else claimed
         score_rows: list[dict[str, Any]] = []
         moved: set[str] = set()
         for part in _slices(list(self.leads.values())):
@@ -300,7 +306,7 @@ class _Batch:
             await pipe.send(score_history.insert(), score_rows)
         for statement, parameters in stage_chain_updates(conn.dialect.name, moved):
             await pipe.send(statement, parameters)
-        return links
+        return claimed, links
 
     def _timeline_rows(self) -> list[dict[str, Any]]:
         """The ``touchpoints`` rows of this batch, each under the lead it resolved to."""

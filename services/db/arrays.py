@@ -62,11 +62,13 @@ def insert_statement(conn: AsyncConnection, table: Table, rows: Sequence[Row], *
     return (insert_ignore(conn, table) if ignore_conflicts else table.insert()), list(rows)
 
 
-def combined_statements(conn: AsyncConnection, statements: Sequence[Statement]) -> list[Statement]:
-    """``statements`` (from :func:`insert_statement` / :func:`update_statement`, none returning rows) as
-    few as the dialect allows: on PostgreSQL ONE statement whose data-modifying ``WITH`` parts are these
-    (one round trip; each part writes its own table, so they cannot see each other's rows and must not
-    need to), elsewhere unchanged. For a caller that sends them through a pipe: a connection runs one
+def combined_statements(conn: AsyncConnection, statements: Sequence[Statement], *,
+                        result_of: int | None = None) -> list[Statement]:
+    """``statements`` (text statements such as :func:`insert_statement` / :func:`update_statement` build
+    on PostgreSQL) as few as the dialect allows: on PostgreSQL ONE statement whose data-modifying
+    ``WITH`` parts are these (one round trip; the parts cannot see each other's rows and must not need
+    to), elsewhere unchanged. The combined statement returns the rows of ``statements[result_of]`` (its
+    ``RETURNING``), or none. For a caller that sends them through a pipe: a connection runs one
     statement at a time, so each statement sent after the caller's last piece of work is waited for.
 
         for statement, parameters in combined_statements(conn, [update_statement(conn, leads, "id", rows),
@@ -78,21 +80,25 @@ def combined_statements(conn: AsyncConnection, statements: Sequence[Statement]) 
     parameters: dict[str, Any] = {}
     for i, (_, values) in enumerate(statements):
         parameters |= {f"p{i}_{name}": value for name, value in values.items()}
-    return [(_combined(tuple(statement for statement, _ in statements)), parameters)]
+    return [(_combined(tuple(statement for statement, _ in statements), result_of), parameters)]
 
 
 _PARAMETER = re.compile(r"(?<![:\w]):(\w+)")  # a bound parameter of a text() statement
 
 
 @lru_cache(maxsize=64)
-def _combined(statements: tuple[Executable, ...]) -> TextClause:
+def _combined(statements: tuple[Executable, ...], result_of: int | None) -> TextClause:
     """The ``WITH`` statement of these text statements, each ``:name`` parameter of the i-th renamed
     ``:p{i}_name`` (built once per combination: a ``text()`` is parsed for its parameters)."""
     parts = []
     for i, statement in enumerate(statements):
-        renamed = _PARAMETER.sub(f":p{i}_" + r"\1", str(statement))
+        sql = str(statement)
+        if not isinstance(statement, TextClause) or sql.lstrip().upper().startswith("WITH"):
+            raise ValueError(f"cannot combine this statement (a text statement without WITH only): {sql[:80]}")
+        renamed = _PARAMETER.sub(f":p{i}_" + r"\1", sql)
         parts.append(f"s{i} AS ({renamed})")
-    return text(f"WITH {', '.join(parts)} SELECT 1")
+    result = "1" if result_of is None else f"* FROM s{result_of}"
+    return text(f"WITH {', '.join(parts)} SELECT {result}")
 
 
 def update_statement(conn: AsyncConnection, table: Table, key: str, rows: Sequence[Row]) -> Statement:
