@@ -5,8 +5,9 @@ For each poll: ONE transaction claims the event ids (a redelivery is a no-op), r
 touchpoints into each lead's score state (``scoring.rules``), stores the timeline, records stage
 changes ``anonymous -> known -> engaged``, and queues ``lead.scored`` / ``lead.stage_changed`` /
 ``lead.merged`` in the outbox. Offsets are committed by the runner after that transaction. The claim
-travels with the writes (in the timeline's statement on PostgreSQL); a batch holding an id claimed before is rolled back and applied again with
-only its new events (redeliveries are rare; claiming first would make every batch wait for it).
+travels with the writes (in the timeline's statement on PostgreSQL); a batch holding an id claimed
+before is rolled back and applied again with only its new events (redeliveries are rare; claiming
+first would make every batch wait for it).
 
 Several scoring consumers may touch one lead (its identities hash to different partitions): lead rows
 are locked in id order (PostgreSQL), and a race on a new identity fails on its primary key and is

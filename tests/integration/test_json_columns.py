@@ -92,3 +92,26 @@ async def test_combined_statements_write_each_table_with_its_own_values(db: Data
     async with db.read() as conn:
         stored = {row.team: (row.cursor, row.updated_at) for row in await conn.execute(select(routing_cursors))}
     assert stored == {"a": ({"at": 1}, now), "b": ({"at": 0}, then), "c": ([2], then)}
+
+
+async def test_a_combined_statement_returns_the_rows_of_the_part_asked_for(db: Database) -> None:
+    from sqlalchemy import text
+
+    from services.db.arrays import combined_statements, insert_statement
+    from services.idempotency import claim_statement, claimed_ids
+
+    async with db.transaction() as conn:
+        claim = claim_statement(conn, "test", ["e1", "e2"])
+        writes = combined_statements(conn, [claim, insert_statement(conn, routing_cursors, [
+            {"team": "a", "cursor": None, "updated_at": utcnow()}])], result_of=0)
+        results = [await conn.execute(statement, parameters) for statement, parameters in writes]
+        assert claimed_ids(results[0]) == {"e1", "e2"}
+        again = combined_statements(conn, [claim_statement(conn, "test", ["e2", "e3"]), insert_statement(
+            conn, routing_cursors, [{"team": "b", "cursor": None, "updated_at": utcnow()}])], result_of=0)
+        results = [await conn.execute(statement, parameters) for statement, parameters in again]
+        assert claimed_ids(results[0]) == {"e3"}  # e2 was claimed before: not returned
+        teams = set((await conn.execute(select(routing_cursors.c.team))).scalars())
+    assert teams == {"a", "b"}
+    if db.is_postgres:  # a statement with a WITH of its own cannot be a part of another
+        with pytest.raises(ValueError, match="cannot combine"):
+            combined_statements(conn, [(text("WITH x AS (SELECT 1) SELECT * FROM x"), {}), claim])
