@@ -16,9 +16,8 @@ retried by the runner, after which the identity is found.
 A batch costs a fixed number of statements whatever its size (``scoring.bulk``: one statement per
 table on PostgreSQL; the lead rows in a few slices, each slice's lead rows, stage moves and events in
 one statement), sent through a pipe (``services.db.pipeline``) so that the database writes one while
-the next is built here. The score states this consumer stored
-recently are reused rather than parsed again when the stored revision says they are still current
-(``scoring.cache``).
+the next is built here. The score states this consumer stored recently are reused rather than parsed
+again when the stored revision says they are still current (``scoring.cache``).
 """
 
 from __future__ import annotations
