@@ -37,7 +37,7 @@ from scoring.state import (
     newer,
     parse_time,
     same_value,
-    stamp_time,
+    stamp_of,
 )
 from services.config import Scoring
 from services.decay import decayed, per_second
@@ -183,7 +183,7 @@ class _Builder:
                 self.add_item(ScoreItem(rule.name, "engagement", rule.points, event_id, at), rule.max_per_day)
         traits = _touchpoint_traits(touchpoint)
         if traits:
-            stamp = (stamp_time(at), event_id)
+            stamp = (stamp_of(raw_at, at), event_id)
             for key, value in traits.items():
                 self.set_trait(key, value, stamp)
 

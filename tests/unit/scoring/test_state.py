@@ -6,6 +6,8 @@ import json
 from datetime import UTC, datetime, timedelta, timezone
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 from scoring.state import (
     FREE_MAIL_DOMAINS,
@@ -15,6 +17,7 @@ from scoring.state import (
     email_domain,
     host_of,
     parse_time,
+    stamp_of,
     stamp_time,
 )
 from tests.unit.scoring.support import T0, rules, touch
@@ -89,6 +92,22 @@ def test_parse_time_normalises_to_utc() -> None:
         parse_time("22/11/2026")
     with pytest.raises(ValueError, match="not a time"):
         parse_time(12345)  # type: ignore[arg-type]
+
+
+@given(st.datetimes(min_value=datetime(1000, 1, 1), max_value=datetime(9999, 12, 30),
+                    timezones=st.sampled_from([UTC, timezone(timedelta(hours=2)), timezone(timedelta(hours=-5))])),
+       st.sampled_from(["auto", "seconds", "microseconds"]), st.booleans())
+def test_a_stamp_cut_from_the_text_is_the_formatted_stamp(at: datetime, spec: str, with_z: bool) -> None:
+    text = at.isoformat(timespec=spec)
+    if with_z:
+        text = text.replace("+00:00", "Z")
+    assert stamp_of(text, parse_time(text)) == stamp_time(parse_time(text))
+
+
+@pytest.mark.parametrize("text", ["2026-11-22 10:00:00Z", "2026-11-22T10:00:00.5Z", "2026-11-22T12:00:00+02:00",
+                                  "2026-11-22T10:00:00.123Z", "2026-11-22T10:00"])
+def test_other_ways_of_writing_a_time_are_formatted(text: str) -> None:
+    assert stamp_of(text, parse_time(text)) == stamp_time(parse_time(text))
 
 
 def test_stamps_sort_like_the_instants_they_name() -> None:
