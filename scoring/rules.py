@@ -37,6 +37,7 @@ from scoring.state import (
     newer,
     parse_time,
     same_value,
+    stamp_isoformat,
     stamp_of,
 )
 from services.config import Scoring
@@ -178,12 +179,16 @@ class _Builder:
         if raw_at is None:
             raise ValueError(f"touchpoint {event_id!r} has no occurred_at")
         at = parse_time(raw_at)
+        at_stamp = stamp_of(raw_at, at)  # its texts cut from this one: formatting a datetime is slow
+        at_text = None
         for rule in self.rules.candidates(touchpoint.get("type")):
             if (rule.matches_rest or rule.matches)(touchpoint):
-                self.add_item(ScoreItem(rule.name, "engagement", rule.points, event_id, at), rule.max_per_day)
+                item = ScoreItem(rule.name, "engagement", rule.points, event_id, at)
+                item.__dict__["_at_text"] = at_text = at_text or stamp_isoformat(at_stamp)
+                self.add_item(item, rule.max_per_day)
         traits = _touchpoint_traits(touchpoint)
         if traits:
-            stamp = (stamp_of(raw_at, at), event_id)
+            stamp = (at_stamp, event_id)
             for key, value in traits.items():
                 self.set_trait(key, value, stamp)
 

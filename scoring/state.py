@@ -127,6 +127,13 @@ def stamp_of(text: Any, at: datetime) -> str:
     return stamp_time(at)
 
 
+def stamp_isoformat(stamp: str) -> str:
+    """``at.isoformat()`` of the UTC instant a :func:`stamp_time` stamp names (``...+00:00``, without a
+    fraction when it is zero): what :attr:`ScoreItem.at_text` holds, without formatting a datetime."""
+    fraction = stamp[19:26]
+    return f"{stamp[:19]}{'' if fraction == '.000000' else fraction}+00:00"
+
+
 def iso(at: datetime) -> str:
     """Readable ISO 8601 in UTC with ``Z``, as the API shows times."""
     return at.astimezone(UTC).isoformat().replace("+00:00", "Z")

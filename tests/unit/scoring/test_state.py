@@ -17,6 +17,7 @@ from scoring.state import (
     email_domain,
     host_of,
     parse_time,
+    stamp_isoformat,
     stamp_of,
     stamp_time,
 )
@@ -102,6 +103,8 @@ def test_a_stamp_cut_from_the_text_is_the_formatted_stamp(at: datetime, spec: st
     if with_z:
         text = text.replace("+00:00", "Z")
     assert stamp_of(text, parse_time(text)) == stamp_time(parse_time(text))
+    utc = parse_time(text)
+    assert stamp_isoformat(stamp_time(utc)) == utc.isoformat()  # what ScoreItem.at_text would format
 
 
 @pytest.mark.parametrize("text", ["2026-11-22 10:00:00Z", "2026-11-22T10:00:00.5Z", "2026-11-22T12:00:00+02:00",
