@@ -72,6 +72,7 @@ from services.stage_chain import first_move_top, stage_chain_updates
 Identity = tuple[str, str]  # (kind, value): ("email", "jane@acme.com"), ("user", "u1"), ("anon", "a-1")
 
 _TIME = TypeAdapter(datetime)
+_BEFORE_ENGAGED = frozenset({"anonymous", "known"})
 Sent = asyncio.Future[Result[Any]]  # a statement sent through the pipe: its result, once it is done
 
 
@@ -336,7 +337,10 @@ class _Batch:
                 continue
             work.state = self.rules.apply_many(work.state, work.new_touchpoints)
             before = work.stage
-            work.stage = scoring_stage(work.stage, work.known, work.state.has_positive_engagement)
+            # Whether it earned engagement matters only to a known lead that is not engaged yet (a scan
+            # of all its items, for every lead of every batch otherwise).
+            earned = work.known and work.stage in _BEFORE_ENGAGED and work.state.has_positive_engagement
+            work.stage = scoring_stage(work.stage, work.known, earned)
             if before != work.stage or work.is_new:
                 moved, history_row = stage_move(
                     work.id, None if work.is_new else before, work.stage, at=now,

@@ -45,3 +45,14 @@ def test_never_demotes_and_never_touches_later_stages(current: str, known: bool,
 def test_unknown_stage_is_refused_with_the_valid_list() -> None:
     with pytest.raises(ValueError, match=r"unknown stage 'MQL'.*anonymous, known"):
         scoring_stage("MQL", True, True)
+
+
+@pytest.mark.parametrize("current", STAGES)
+@pytest.mark.parametrize("known", [True, False])
+@pytest.mark.parametrize("earned", [True, False])
+def test_engagement_matters_only_to_a_known_lead_not_yet_engaged(current: str, known: bool, earned: bool) -> None:
+    # The consumer scans a lead's items for positive points only then (scoring.consumer._BEFORE_ENGAGED).
+    from scoring.consumer import _BEFORE_ENGAGED
+
+    asked = known and current in _BEFORE_ENGAGED and earned
+    assert scoring_stage(current, known, asked) == scoring_stage(current, known, earned)
