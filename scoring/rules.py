@@ -425,13 +425,24 @@ def _values_key(index: int, keys: tuple[str, ...] | None, traits: Mapping[str, A
 
 
 def _fit_item(rule: _FitRule, traits_at: Mapping[str, Stamp]) -> ScoreItem:
-    """The fit item of a matching rule, dated by the last write of the traits it reads, with its time's
-    text already set (a lead's fit items are made again on every batch that re-sends a trait)."""
+    """The fit item of a matching rule, dated by the last write of the traits it reads (a lead's fit
+    items are made again on every batch that re-sends a trait, mostly with the times they had)."""
+    if len(rule.trait_keys) == 1:  # most rules read one trait
+        written = traits_at.get(rule.trait_keys[0])
+        return _dated_fit_item(rule.name, rule.points, written[0] if written is not None else None)
     stamps = [traits_at[key][0] for key in rule.trait_keys if key in traits_at]
-    if not stamps:
-        return ScoreItem(rule.name, "fit", rule.points, None, None)
-    at, text = _stamp_instant(max(stamps))
-    item = ScoreItem(rule.name, "fit", rule.points, None, at)
+    return _dated_fit_item(rule.name, rule.points, max(stamps) if stamps else None)
+
+
+@lru_cache(maxsize=8192)
+def _dated_fit_item(rule: str, points: float, stamp: str | None) -> ScoreItem:
+    """The fit item of ``rule`` dated by ``stamp``, its time's text already set. One object serves every
+    lead and batch with that rule and stamp: an item is a value, and what it keeps (its texts, its JSON)
+    follows from its fields alone."""
+    if stamp is None:
+        return ScoreItem(rule, "fit", points, None, None)
+    at, text = _stamp_instant(stamp)
+    item = ScoreItem(rule, "fit", points, None, at)
     item.__dict__["_at_text"] = text
     return item
 

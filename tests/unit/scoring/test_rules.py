@@ -185,6 +185,9 @@ def test_fit_items_without_times_and_for_derived_company_domain() -> None:
     state = RULES.apply(EMPTY, touch("e", T0, email="jane@acme.com"))
     (item,) = RULES.fit_items(state.traits, state.traits_at)
     assert (item.rule, item.at) == ("known-company", T0)
+    # A rule on company_domain reads three traits: it dates from the latest write of any of them.
+    later = RULES.apply(state, touch("w", T0 + timedelta(days=1), traits={"website": "https://acme.com"}))
+    assert [(i.rule, i.at) for i in RULES.state_fit_items(later)] == [("known-company", T0 + timedelta(days=1))]
 
 
 # -- merge ------------------------------------------------------------------------------------------
