@@ -39,7 +39,7 @@ from scoring.bulk import REV, find_links, link_statement, linked_pairs, load_sta
 from scoring.cache import DEFAULT_MAX_LEADS, StateCache
 from scoring.rules import RuleSet, Score
 from scoring.stages import scoring_stage, stage_rank
-from scoring.state import LeadScoreState
+from scoring.state import LeadScoreState, plain_dict
 from services.consumer import Handler
 from services.db.arrays import Statement, combined_statements, insert_statement, update_statement
 from services.db.database import Database
@@ -372,7 +372,7 @@ class _Batch:
         return {
             "lead_id": work.id, "stage": work.stage, "fit": float(score.fit),
             "engagement": float(score.engagement), "total": float(score.total),
-            "traits": dict(work.state.traits), "company_domain": work.state.company_domain, "email": work.email,
+            "traits": plain_dict(work.state.traits), "company_domain": work.state.company_domain, "email": work.email,
             "rules_hit": sorted(score.rules_hit), "source": work.source or fallback_source,
             "campaign": work.campaign, "scored_at": self.now_text,
         }
@@ -395,7 +395,7 @@ class _Batch:
         row = {
             "id": work.id, "stage": work.stage, "email": work.email,
             "company_domain": work.state.company_domain, "fit": score.fit, "engagement": score.engagement,
-            "total": score.total, "traits": dict(work.state.traits), "score_state": stored_state,
+            "total": score.total, "traits": plain_dict(work.state.traits), "score_state": stored_state,
             "score": score.stored_json(self.now_text),
             "source": work.source, "campaign": work.campaign, "merged_into": work.merged_into,
             "updated_at": self.now,

@@ -36,6 +36,7 @@ from scoring.state import (
     iso,
     newer,
     parse_time,
+    plain_dict,
     same_value,
     stamp_isoformat,
     stamp_of,
@@ -216,7 +217,7 @@ class _Builder:
         if self.traits is None or self.traits_at is None:
             if not newer(stamp, value, self.base.traits_at.get(key), self.base.declared_traits.get(key)):
                 return
-            self.traits, self.traits_at = dict(self.base.declared_traits), dict(self.base.traits_at)
+            self.traits, self.traits_at = plain_dict(self.base.declared_traits), plain_dict(self.base.traits_at)
         elif not newer(stamp, value, self.traits_at.get(key), self.traits.get(key)):
             return
         if not self.values_changed and (key not in self.traits or not same_value(self.traits[key], value)):
