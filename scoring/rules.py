@@ -28,6 +28,7 @@ from functools import lru_cache
 from typing import Any, NamedTuple
 
 from scoring.state import (
+    SORT_KEY,
     Kind,
     LeadScoreState,
     ScoreItem,
@@ -196,21 +197,21 @@ class _Builder:
     def add_item(self, item: ScoreItem, cap: int | None) -> None:
         """Insert keeping canonical order; under a cap keep only the day's earliest ``cap`` items."""
         key = item.sort_key()
-        pos = bisect_left(self.items, key, key=ScoreItem.sort_key)
-        if pos < len(self.items) and ScoreItem.sort_key(self.items[pos]) == key:
+        pos = bisect_left(self.items, key, key=SORT_KEY)
+        if pos < len(self.items) and self.items[pos].sort_key() == key:
             return  # the same touchpoint earned this rule already (merge of overlapping histories)
         if cap is not None:
             assert item.at is not None
             start = _day_start(item.at)
-            lo = bisect_left(self.items, (start, "", ""), key=ScoreItem.sort_key)
-            hi = bisect_left(self.items, (start + _DAY, "", ""), key=ScoreItem.sort_key, lo=lo)
+            lo = bisect_left(self.items, (start, "", ""), key=SORT_KEY)
+            hi = bisect_left(self.items, (start + _DAY, "", ""), key=SORT_KEY, lo=lo)
             same_rule = [i for i in range(lo, hi) if self.items[i].rule == item.rule]
             if len(same_rule) >= cap:
                 latest = same_rule[-1]
-                if ScoreItem.sort_key(self.items[latest]) < key:
+                if self.items[latest].sort_key() < key:
                     return  # the day's quota is filled by earlier touchpoints
                 del self.items[latest]  # the late-arriving earlier touchpoint takes its place
-        insort(self.items, item, key=ScoreItem.sort_key)
+        insort(self.items, item, key=SORT_KEY)
         self.items_changed = True
 
     def set_trait(self, key: str, value: Any, stamp: Stamp) -> None:

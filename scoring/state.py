@@ -23,6 +23,7 @@ import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
+from operator import attrgetter
 from types import MappingProxyType
 from typing import Any, Literal, TypeVar, cast
 from urllib.parse import urlsplit
@@ -59,7 +60,10 @@ class ScoreItem:
     def __init__(self, rule: str, kind: Kind, points: float, event_id: str | None, at: datetime | None) -> None:
         # Built for every match and every stored item on load: one __dict__ write is ~3x faster than
         # the frozen dataclass's per-field object.__setattr__ (the instance stays immutable to callers).
-        self.__dict__.update(rule=rule, kind=kind, points=points, event_id=event_id, at=at)
+        # The canonical order's key is made here once: items are kept sorted by bisection, which asks
+        # each item it passes for its key.
+        self.__dict__.update(rule=rule, kind=kind, points=points, event_id=event_id, at=at,
+                             _sort_key=(at or _EPOCH, event_id or "", rule))
 
     def to_json(self) -> dict[str, Any]:
         """The stored form of an engagement item (built once per item: a state is saved on every batch)."""
@@ -91,7 +95,11 @@ class ScoreItem:
 
     def sort_key(self) -> tuple[datetime, str, str]:
         """Canonical order of engagement items: (at, event_id, rule)."""
-        return (self.at or _EPOCH, self.event_id or "", self.rule)
+        key: tuple[datetime, str, str] = self.__dict__["_sort_key"]
+        return key
+
+
+SORT_KEY = attrgetter("_sort_key")  # ScoreItem.sort_key, without a Python call per comparison
 
 
 def parse_time(value: str | datetime) -> datetime:
@@ -307,7 +315,7 @@ class LeadScoreState:
             raise ValueError(f"stored score state is malformed ({exc!r}); run `handoff rescore`") from None
         # Other keys (``seen_event_ids`` of states stored before it was dropped, a writer's ``rev``) are
         # not part of the state.
-        items.sort(key=ScoreItem.sort_key)
+        items.sort(key=SORT_KEY)
         return LeadScoreState(tuple(items), traits, traits_at)
 
 
