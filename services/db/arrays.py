@@ -83,7 +83,9 @@ def combined_statements(conn: AsyncConnection, statements: Sequence[Statement], 
     return [(_combined(tuple(statement for statement, _ in statements), result_of), parameters)]
 
 
-_PARAMETER = re.compile(r"(?<![:\w]):(\w+)")  # a bound parameter of a text() statement
+# A bound parameter of a text() statement. (Found in the SQL as text: a part whose string literals held
+# ":word" would have it renamed too; the statements combined here hold no such literal.)
+_PARAMETER = re.compile(r"(?<![:\w]):(\w+)")
 
 
 @lru_cache(maxsize=64)
