@@ -67,7 +67,7 @@ from services.events import (
 from services.idempotency import claim_new, claim_statement, claimed_ids
 from services.lead_store import stage_move
 from services.outbox import mark_queued
-from services.stage_chain import first_move_top, stage_chain_updates
+from services.stage_chain import first_move_top, stage_chain_texts, stage_chain_updates
 
 Identity = tuple[str, str]  # (kind, value): ("email", "jane@acme.com"), ("user", "u1"), ("anon", "a-1")
 
@@ -282,10 +282,15 @@ class _Batch:
             sent = await pipe.send(statement, parameters)
             claimed = sent if i == 0 and claim is not None else claimed
         score_rows: list[dict[str, Any]] = []
-        moved: set[str] = set()
-        for part in _slices(list(self.leads.values())):
+        moved: set[str] = set()  # existing leads whose stage moved: their stage chain is refreshed
+        # New leads last: their first history row is their whole chain, so a last slice of new leads only
+        # can carry the refresh of the earlier slices' moves in its own statement (PostgreSQL), and
+        # nothing is left to send once the last fold is done.
+        parts = list(_slices(sorted(self.leads.values(), key=_is_new)))
+        for index, part in enumerate(parts):
             history: list[dict[str, Any]] = []
             inserts, updates = self._fold(part, history, score_rows)
+            moved_here = {str(row["lead_id"]) for row in history if row["top"] is None}
             # The slice's lead rows, stage moves and events: one statement on PostgreSQL, written by the
             # server while the next slice is folded (the pipe holds one statement: each one more sent
             # here would be waited for with nothing to do).
@@ -296,11 +301,14 @@ class _Batch:
                 writes.append(update_statement(conn, leads, "id", updates))
             if history:  # a row per new or moved lead
                 writes.append(insert_statement(conn, stage_history, history))
-                moved |= {str(row["lead_id"]) for row in history if row["top"] is None}
             if self.outbox_rows:
                 writes.append(insert_statement(conn, outbox, self.outbox_rows))
                 self.outbox_rows = []
                 mark_queued(conn)
+            if moved and not moved_here and index == len(parts) - 1 and conn.dialect.name == "postgresql":
+                writes += stage_chain_texts(moved)  # the earlier slices' moves, written by earlier statements
+                moved = set()
+            moved |= moved_here
             for statement, parameters in combined_statements(conn, writes):
                 await pipe.send(statement, parameters)
         if score_rows:
@@ -428,6 +436,10 @@ def _slices(items: list[LeadWork], shares: tuple[float, ...] = FOLD_SHARES) -> I
         start += size
     if start < len(items):
         yield items[start:]
+
+
+def _is_new(work: LeadWork) -> bool:
+    return work.is_new
 
 
 def _uuid4_texts(chunk: int = 256) -> Iterator[str]:

@@ -29,11 +29,11 @@ from collections.abc import Iterable
 from functools import lru_cache
 from typing import Any
 
-from sqlalchemy import String, any_, bindparam, case, func, or_, select, update
+from sqlalchemy import String, any_, bindparam, case, func, literal_column, or_, select, text, update
 from sqlalchemy.dialects import postgresql
 from sqlalchemy.ext.asyncio import AsyncConnection
 from sqlalchemy.sql.dml import Update
-from sqlalchemy.sql.elements import ColumnElement
+from sqlalchemy.sql.elements import ColumnElement, TextClause
 
 from services.db.dialect import seconds_between
 from services.db.models import stage_history
@@ -73,6 +73,22 @@ def stage_chain_updates(dialect: str, lead_ids: Iterable[str]) -> list[tuple[Upd
     ids = sorted(set(lead_ids))
     statement = _chain_of_leads(dialect)
     return [(statement, {"lead_ids": ids[start:start + CHUNK]}) for start in range(0, len(ids), CHUNK)]
+
+
+def stage_chain_texts(lead_ids: Iterable[str]) -> list[tuple[TextClause, dict[str, list[str]]]]:
+    """PostgreSQL: :func:`stage_chain_updates` as text statements whose one parameter is ``lead_ids``,
+    for a caller that sends them as parts of one statement (``services.db.arrays.combined_statements``:
+    such a part does not see the rows its sibling parts write, so only moves written before it)."""
+    ids = sorted(set(lead_ids))
+    return [(_chain_of_leads_text(), {"lead_ids": ids[start:start + CHUNK]}) for start in range(0, len(ids), CHUNK)]
+
+
+@lru_cache(maxsize=1)
+def _chain_of_leads_text() -> TextClause:
+    """The PostgreSQL UPDATE of :func:`_chain_of_leads` as SQL text: its constants written in, the ids
+    the only parameter."""
+    statement = _chain_update("postgresql", sh.lead_id == any_(literal_column("CAST(:lead_ids AS VARCHAR[])")))
+    return text(str(statement.compile(dialect=postgresql.dialect(), compile_kwargs={"literal_binds": True})))
 
 
 def chain_update(dialect: str) -> Update:

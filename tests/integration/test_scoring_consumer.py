@@ -209,6 +209,20 @@ async def test_the_stage_chain_of_every_lead_is_right_after_scoring(db: Database
     assert_chain(rows)
 
 
+async def test_moves_of_a_batch_with_several_slices_get_their_chain_whichever_slice_refreshes_it(db: Database) -> None:
+    # 120 leads in one batch: several fold slices, the new leads in the last one. The moves of the
+    # earlier slices' leads are refreshed in the last slice's statement (PostgreSQL), or after it.
+    handler = ScoringHandler(db, RULES)
+    await handler.handle([tp(f"k{i}", "identify", 0, email=f"k{i}@acme.io") for i in range(80)])  # known
+    await handler.handle([tp(f"p{i}", "page_view", 5, email=f"k{i}@acme.io", properties={"path": "/pricing"})
+                          for i in range(80)] + [tp(f"n{i}", "identify", 6, email=f"n{i}@acme.io") for i in range(40)])
+    async with db.read() as conn:
+        rows = await stored(conn)
+    moved = [row for row in rows if row.from_stage == "known" and row.to_stage == "engaged"]
+    assert len(moved) == 80 and sum(1 for row in rows if row.from_stage is None) == 120
+    assert_chain(rows)  # the first moves of the 80 end where the engaged ones begin, tops as reached
+
+
 @pytest.mark.parametrize("database_url", ["postgres"], indirect=True)
 async def test_two_consumers_creating_the_same_identities_end_with_one_lead_per_buyer(db: Database) -> None:
     # Each batch creates the same identities, in opposite orders. The later consumer waits for the
