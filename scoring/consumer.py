@@ -38,7 +38,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 from scoring.bulk import REV, find_links, link_statement, linked_pairs, load_states, lock_leads
 from scoring.cache import DEFAULT_MAX_LEADS, StateCache
 from scoring.rules import RuleSet, Score
-from scoring.stages import scoring_stage, stage_rank
+from scoring.stages import engagement_can_move, scoring_stage, stage_rank
 from scoring.state import LeadScoreState, plain_dict
 from services.consumer import Handler
 from services.db.arrays import Statement, combined_statements, insert_statement, update_statement
@@ -72,7 +72,6 @@ from services.stage_chain import first_move_top, stage_chain_texts, stage_chain_
 Identity = tuple[str, str]  # (kind, value): ("email", "jane@acme.com"), ("user", "u1"), ("anon", "a-1")
 
 _TIME = TypeAdapter(datetime)
-_BEFORE_ENGAGED = frozenset({"anonymous", "known"})
 Sent = asyncio.Future[Result[Any]]  # a statement sent through the pipe: its result, once it is done
 
 
@@ -345,9 +344,7 @@ class _Batch:
                 continue
             work.state = self.rules.apply_many(work.state, work.new_touchpoints)
             before = work.stage
-            # Whether it earned engagement matters only to a known lead that is not engaged yet (a scan
-            # of all its items, for every lead of every batch otherwise).
-            earned = work.known and work.stage in _BEFORE_ENGAGED and work.state.has_positive_engagement
+            earned = engagement_can_move(work.stage, work.known) and work.state.has_positive_engagement
             work.stage = scoring_stage(work.stage, work.known, earned)
             if before != work.stage or work.is_new:
                 moved, history_row = stage_move(

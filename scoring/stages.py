@@ -14,7 +14,7 @@ from __future__ import annotations
 
 from services.stages import STAGES, stage_rank
 
-__all__ = ["SCORING_STAGES", "STAGES", "scoring_stage", "stage_rank"]
+__all__ = ["SCORING_STAGES", "STAGES", "engagement_can_move", "scoring_stage", "stage_rank"]
 
 SCORING_STAGES = ("anonymous", "known", "engaged")
 
@@ -36,3 +36,10 @@ def scoring_stage(current: str, has_known_identity: bool, engagement_points_earn
     else:
         target = "known"
     return target if stage_rank(target) > stage_rank(current) else current
+
+
+def engagement_can_move(current: str, has_known_identity: bool) -> bool:
+    """Can earning engagement points move a lead from ``current``? Only a known lead not yet engaged:
+    for any other, :func:`scoring_stage` gives the same stage whatever ``engagement_points_earned`` is
+    (so a caller can skip finding that out: a scan of all the lead's items)."""
+    return has_known_identity and current in SCORING_STAGES and stage_rank(current) < stage_rank("engaged")

@@ -6,7 +6,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from scoring.stages import SCORING_STAGES, STAGES, scoring_stage, stage_rank
+from scoring.stages import SCORING_STAGES, STAGES, engagement_can_move, scoring_stage, stage_rank
 
 
 def test_stage_order_matches_the_contract() -> None:
@@ -51,8 +51,7 @@ def test_unknown_stage_is_refused_with_the_valid_list() -> None:
 @pytest.mark.parametrize("known", [True, False])
 @pytest.mark.parametrize("earned", [True, False])
 def test_engagement_matters_only_to_a_known_lead_not_yet_engaged(current: str, known: bool, earned: bool) -> None:
-    # The consumer scans a lead's items for positive points only then (scoring.consumer._BEFORE_ENGAGED).
-    from scoring.consumer import _BEFORE_ENGAGED
-
-    asked = known and current in _BEFORE_ENGAGED and earned
+    # The consumer scans a lead's items for positive points only when engagement_can_move says so.
+    asked = engagement_can_move(current, known) and earned
     assert scoring_stage(current, known, asked) == scoring_stage(current, known, earned)
+    assert engagement_can_move(current, known) == (known and current in ("anonymous", "known"))
