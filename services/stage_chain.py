@@ -27,7 +27,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 from functools import lru_cache
-from typing import Any
+from typing import Any, TypeVar
 
 from sqlalchemy import String, any_, bindparam, case, func, literal_column, or_, select, text, update
 from sqlalchemy.dialects import postgresql
@@ -70,17 +70,23 @@ async def refresh_stage_chain(conn: AsyncConnection, lead_ids: Iterable[str]) ->
 
 def stage_chain_updates(dialect: str, lead_ids: Iterable[str]) -> list[tuple[Update, dict[str, list[str]]]]:
     """:func:`refresh_stage_chain`'s statements and their parameters, built but not sent."""
-    ids = sorted(set(lead_ids))
-    statement = _chain_of_leads(dialect)
-    return [(statement, {"lead_ids": ids[start:start + CHUNK]}) for start in range(0, len(ids), CHUNK)]
+    return _per_chunk(_chain_of_leads(dialect), lead_ids)
 
 
 def stage_chain_texts(lead_ids: Iterable[str]) -> list[tuple[TextClause, dict[str, list[str]]]]:
     """PostgreSQL: :func:`stage_chain_updates` as text statements whose one parameter is ``lead_ids``,
     for a caller that sends them as parts of one statement (``services.db.arrays.combined_statements``:
     such a part does not see the rows its sibling parts write, so only moves written before it)."""
+    return _per_chunk(_chain_of_leads_text(), lead_ids)
+
+
+S = TypeVar("S")
+
+
+def _per_chunk(statement: S, lead_ids: Iterable[str]) -> list[tuple[S, dict[str, list[str]]]]:
+    """``statement`` with each chunk of the ids (sorted, no repeats) as its ``lead_ids``."""
     ids = sorted(set(lead_ids))
-    return [(_chain_of_leads_text(), {"lead_ids": ids[start:start + CHUNK]}) for start in range(0, len(ids), CHUNK)]
+    return [(statement, {"lead_ids": ids[start:start + CHUNK]}) for start in range(0, len(ids), CHUNK)]
 
 
 @lru_cache(maxsize=1)
