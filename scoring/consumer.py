@@ -276,10 +276,9 @@ class _Batch:
         writes = [claim] if claim is not None else []
         if tp_rows:
             writes.append(insert_statement(conn, touchpoints, tp_rows, ignore_conflicts=True))
-        claimed = None
-        for i, (statement, parameters) in enumerate(combined_statements(conn, writes, result_of=0)):
-            sent = await pipe.send(statement, parameters)
-            claimed = sent if i == 0 and claim is not None else claimed
+        sent = [await pipe.send(statement, parameters)
+                for statement, parameters in combined_statements(conn, writes, result_of=0)]
+        claimed = sent[0] if claim is not None else None  # the claim's result is the first statement's
         score_rows: list[dict[str, Any]] = []
         moved: set[str] = set()  # existing leads whose stage moved: their stage chain is refreshed
         # New leads last: their first history row is their whole chain, so a last slice of new leads only
