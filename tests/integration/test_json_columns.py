@@ -115,3 +115,38 @@ async def test_a_combined_statement_returns_the_rows_of_the_part_asked_for(db: D
     if db.is_postgres:  # a statement with a WITH of its own cannot be a part of another
         with pytest.raises(ValueError, match="cannot combine"):
             combined_statements(conn, [(text("WITH x AS (SELECT 1) SELECT * FROM x"), {}), claim])
+
+
+TEXTS = ["plain", "", None, "a\x1fb", "\x1e", "quote ' and \" and \\ and \u00e9", "null", "NULL", "{x,y}"]
+
+
+@pytest.mark.parametrize("campaigns", [
+    TEXTS,                                   # a value holds a separator: the column goes as an array
+    [t for t in TEXTS if t is None or ("\x1f" not in t and "\x1e" not in t)],  # joined into one text
+    [""], [None], ["only"],                  # one row: an empty text must stay one empty string
+    ["", ""], [None, None, ""],
+    ["\x1e", None, "x"],                      # a value that is the NULL mark: not joined, not NULL
+])
+async def test_text_columns_keep_each_value_with_its_row(db: Database, campaigns: list[str | None]) -> None:
+    # On PostgreSQL a text column's values travel as one text split on the server (services.db.arrays):
+    # empty strings, NULLs, the separators themselves and quotes must all land in their own rows, on
+    # insert and on update.
+    from services.db.arrays import insert_rows, update_rows
+    from services.db.models import touchpoints
+
+    now = utcnow()
+    ids = [f"e{i}" for i in range(len(campaigns))]
+    async with db.transaction() as conn:
+        await insert_rows(conn, touchpoints, [
+            {"event_id": event_id, "lead_id": "l", "type": "page", "occurred_at": now, "source": "web",
+             "campaign": campaign, "payload": {}} for event_id, campaign in zip(ids, campaigns, strict=True)])
+    async with db.read() as conn:
+        stored = dict((await conn.execute(select(touchpoints.c.event_id, touchpoints.c.campaign))).all())
+    assert stored == dict(zip(ids, campaigns, strict=True))
+    moved = campaigns[1:] + campaigns[:1]
+    async with db.transaction() as conn:
+        await update_rows(conn, touchpoints, "event_id", [
+            {"event_id": event_id, "campaign": campaign} for event_id, campaign in zip(ids, moved, strict=True)])
+    async with db.read() as conn:
+        stored = dict((await conn.execute(select(touchpoints.c.event_id, touchpoints.c.campaign))).all())
+    assert stored == dict(zip(ids, moved, strict=True))
