@@ -24,7 +24,7 @@ from sqlalchemy.engine import Result, RowMapping
 from sqlalchemy.ext.asyncio import AsyncConnection
 from sqlalchemy.sql.base import Executable
 
-from services.db.arrays import column_arrays, insert_text
+from services.db.arrays import column_arrays, insert_text, text_array, text_array_parameters
 from services.db.dialect import insert_ignore, lock
 from services.db.models import lead_identities, leads
 
@@ -49,7 +49,8 @@ async def find_links(conn: AsyncConnection, wanted: Iterable[Identity]) -> dict[
     if not pairs:
         return found
     if _pg(conn):
-        rows = await conn.execute(_FIND_LINKS_PG, {"kinds": [k for k, _ in pairs], "values": [v for _, v in pairs]})
+        rows = await conn.execute(_FIND_LINKS_PG, text_array_parameters("kinds", [k for k, _ in pairs])
+                                  | text_array_parameters("values", [v for _, v in pairs]))
         found.update(((kind, value), lead_id) for kind, value, lead_id in rows)
         return found
     by_kind: dict[str, list[str]] = {}
@@ -67,7 +68,7 @@ async def find_links(conn: AsyncConnection, wanted: Iterable[Identity]) -> dict[
 
 _FIND_LINKS_PG = text(
     "SELECT i.kind, i.value, i.lead_id FROM lead_identities AS i "
-    "JOIN unnest(CAST(:kinds AS VARCHAR[]), CAST(:values AS VARCHAR[])) AS w(kind, value) "
+    f"JOIN unnest({text_array('kinds')}, {text_array('values')}) AS w(kind, value) "
     "ON i.kind = w.kind AND i.value = w.value"
 )
 

@@ -16,6 +16,7 @@ from sqlalchemy.engine import Result
 from sqlalchemy.ext.asyncio import AsyncConnection
 from sqlalchemy.sql.base import Executable
 
+from services.db.arrays import text_array, text_array_parameters
 from services.db.dialect import insert_ignore
 from services.db.models import processed_events
 from services.events import utcnow
@@ -46,8 +47,9 @@ def claim_statement(conn: AsyncConnection, consumer: str, event_ids: Sequence[st
     if conn.dialect.name == "postgresql":
         # One statement with the ids as one array (an executemany is a statement per row on the server).
         if lock_id is not None:
-            return _LOCK_THEN_CLAIM_PG, {"consumer": consumer, "ids": ids, "at": now, "lock": lock_id}
-        return _CLAIM_PG, {"consumer": consumer, "ids": ids, "at": now}
+            return _LOCK_THEN_CLAIM_PG, {"consumer": consumer, **text_array_parameters("ids", ids), "at": now,
+                                         "lock": lock_id}
+        return _CLAIM_PG, {"consumer": consumer, **text_array_parameters("ids", ids), "at": now}
     return (insert_ignore(conn, processed_events).returning(processed_events.c.event_id),
             [{"consumer": consumer, "event_id": i, "processed_at": now} for i in ids])
 
@@ -59,7 +61,8 @@ def claimed_ids(result: Result[Any]) -> set[str]:
 
 _CLAIM_PG = text(
     "INSERT INTO processed_events (consumer, event_id, processed_at) "
-    "SELECT CAST(:consumer AS TEXT), e, CAST(:at AS TIMESTAMPTZ) FROM unnest(CAST(:ids AS TEXT[])) AS e "
+    "SELECT CAST(:consumer AS TEXT), e, CAST(:at AS TIMESTAMPTZ) "
+    f"FROM unnest({text_array('ids')}) AS e "
     "ON CONFLICT DO NOTHING RETURNING event_id"
 )
 # The lock is a materialized CTE that the claimed rows join: it is taken before the first row is
@@ -67,6 +70,7 @@ _CLAIM_PG = text(
 _LOCK_THEN_CLAIM_PG = text(
     "WITH held AS MATERIALIZED (SELECT pg_advisory_xact_lock(CAST(:lock AS BIGINT))) "
     "INSERT INTO processed_events (consumer, event_id, processed_at) "
-    "SELECT CAST(:consumer AS TEXT), e, CAST(:at AS TIMESTAMPTZ) FROM held, unnest(CAST(:ids AS TEXT[])) AS e "
+    "SELECT CAST(:consumer AS TEXT), e, CAST(:at AS TIMESTAMPTZ) "
+    f"FROM held, unnest({text_array('ids')}) AS e "
     "ON CONFLICT DO NOTHING RETURNING event_id"
 )

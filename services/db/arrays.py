@@ -144,9 +144,7 @@ def column_arrays(table: Table, rows: Sequence[Row]) -> dict[str, Any]:
         if kind is _JSON:
             out[name] = json_text([row[name] for row in rows])
         elif kind is _TEXT:
-            values = [row[name] for row in rows]
-            joined = joined_texts(values)
-            out[name], out[f"{name}{JOINED}"] = (None, joined) if joined is not None else (values, None)
+            out |= text_array_parameters(name, [row[name] for row in rows])
         else:
             out[name] = [row[name] for row in rows]
     return out
@@ -158,6 +156,22 @@ def column_arrays(table: Table, rows: Sequence[Row]) -> dict[str, Any]:
 # record separator for a NULL; a column whose values hold either goes as an array, as before.
 SEPARATOR, NULL_MARK = "\x1f", "\x1e"
 JOINED = "__joined"  # suffix of the parameter that carries a column's joined text
+
+
+def text_array(name: str) -> str:
+    """The SQL of a ``TEXT[]`` parameter ``name`` sent as :func:`text_array_parameters` sends it::
+
+        statement = text(f"SELECT e FROM unnest({text_array('ids')}) AS e")
+        await conn.execute(statement, text_array_parameters("ids", ["a", None, "b"]))
+    """
+    return f"COALESCE(CAST(:{name} AS TEXT[]), string_to_array(CAST(:{name}{JOINED} AS TEXT), E'\\x1f', E'\\x1e'))"
+
+
+def text_array_parameters(name: str, values: list[Any]) -> dict[str, Any]:
+    """The parameters of :func:`text_array`: ``values`` joined into one text, or the list when they
+    cannot be."""
+    joined = joined_texts(values)
+    return {name: None, f"{name}{JOINED}": joined} if joined is not None else {name: values, f"{name}{JOINED}": None}
 
 
 def joined_texts(values: list[Any]) -> str | None:
@@ -192,8 +206,7 @@ def _column_array(table: Table, name: str) -> str:
         return (f"ARRAY(SELECT NULLIF(j.value, CAST('null' AS JSONB)) "
                 f"FROM jsonb_array_elements(CAST(:{name} AS JSONB)) WITH ORDINALITY AS j(value, n) ORDER BY j.n)")
     if kind is _TEXT:  # the joined text, or the array when the values could not be joined
-        return (f"COALESCE(CAST(:{name} AS TEXT[]), "
-                f"string_to_array(CAST(:{name}{JOINED} AS TEXT), E'\\x1f', E'\\x1e'))")
+        return text_array(name)
     return f"CAST(:{name} AS {_array_type(table.c[name].type)})"
 
 
