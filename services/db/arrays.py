@@ -145,6 +145,11 @@ def column_arrays(table: Table, rows: Sequence[Row]) -> dict[str, Any]:
             out[name] = json_text([row[name] for row in rows])
         elif kind is _TEXT:
             out |= text_array_parameters(name, [row[name] for row in rows])
+        elif kind is _TIME:
+            values = [row[name] for row in rows]
+            same = values[0] is not None and values.count(values[0]) == len(values)
+            out |= {name: None, f"{name}{SAME}": values[0], f"{name}{COUNT}": len(values)} if same \
+                else {name: values, f"{name}{SAME}": None, f"{name}{COUNT}": 0}
         else:
             out[name] = [row[name] for row in rows]
     return out
@@ -187,7 +192,12 @@ def joined_texts(values: list[Any]) -> str | None:
     return joined
 
 
-_JSON, _TEXT, _OTHER = "json", "text", "other"
+# A time column whose values are all one time (the batch's "now": when it was updated, queued, linked)
+# travels as that time and a count, repeated on the server: the driver encodes each time of an array
+# through Python datetime arithmetic, about 0.8 us apiece, some 1,200 a scoring batch.
+SAME, COUNT = "__same", "__count"  # suffixes of the parameters that carry that time and how many
+
+_JSON, _TEXT, _TIME, _OTHER = "json", "text", "time", "other"
 
 
 def _kind(table: Table, name: str) -> str:
@@ -196,6 +206,8 @@ def _kind(table: Table, name: str) -> str:
         return _JSON
     if isinstance(column_type, String | Text):
         return _TEXT
+    if isinstance(column_type, UtcDateTime):
+        return _TIME
     return _OTHER
 
 
@@ -207,6 +219,9 @@ def _column_array(table: Table, name: str) -> str:
                 f"FROM jsonb_array_elements(CAST(:{name} AS JSONB)) WITH ORDINALITY AS j(value, n) ORDER BY j.n)")
     if kind is _TEXT:  # the joined text, or the array when the values could not be joined
         return text_array(name)
+    if kind is _TIME:  # the array, or the one time repeated (COALESCE stops at the first that is there)
+        return (f"COALESCE(CAST(:{name} AS TIMESTAMPTZ[]), "
+                f"array_fill(CAST(:{name}{SAME} AS TIMESTAMPTZ), ARRAY[CAST(:{name}{COUNT} AS INT)]))")
     return f"CAST(:{name} AS {_array_type(table.c[name].type)})"
 
 

@@ -150,3 +150,31 @@ async def test_text_columns_keep_each_value_with_its_row(db: Database, campaigns
     async with db.read() as conn:
         stored = dict((await conn.execute(select(touchpoints.c.event_id, touchpoints.c.campaign))).all())
     assert stored == dict(zip(ids, moved, strict=True))
+
+
+@pytest.mark.parametrize("shape", ["one time", "times", "with nulls", "one row"])
+async def test_time_columns_keep_each_value_with_its_row(db: Database, shape: str) -> None:
+    # On PostgreSQL a time column whose values are all one time travels as that time and a count
+    # (services.db.arrays); any other column as an array: each row gets its own time either way.
+    from services.db.arrays import insert_rows, update_rows
+    from services.db.models import sla_timers
+
+    now = utcnow()
+    times: list[Any] = {"one time": [now] * 4, "times": [now - timedelta(seconds=i) for i in range(4)],
+                        "with nulls": [now, None, now, now], "one row": [now]}[shape]
+    ids = [f"l{i}" for i in range(len(times))]
+    async with db.transaction() as conn:
+        await insert_rows(conn, sla_timers, [
+            {"id": i + 1, "lead_id": lead_id, "assignment_id": "a", "kind": "breach", "due_at": now,
+             "fire_at": now, "status": "fired", "fired_at": at}
+            for i, (lead_id, at) in enumerate(zip(ids, times, strict=True))])
+    async with db.read() as conn:
+        stored = {row.lead_id: row.fired_at for row in await conn.execute(select(sla_timers))}
+    assert stored == dict(zip(ids, times, strict=True))
+    later = [None if at is None else at + timedelta(minutes=5) for at in times[::-1]]
+    async with db.transaction() as conn:
+        await update_rows(conn, sla_timers, "id", [
+            {"id": i + 1, "fired_at": at} for i, at in enumerate(later)])
+    async with db.read() as conn:
+        stored = {row.lead_id: row.fired_at for row in await conn.execute(select(sla_timers))}
+    assert stored == dict(zip(ids, later, strict=True))
