@@ -160,8 +160,9 @@ async def test_time_columns_keep_each_value_with_its_row(db: Database, shape: st
     from services.db.models import sla_timers
 
     now = utcnow()
-    times: list[Any] = {"one time": [now] * 4, "times": [now - timedelta(seconds=i) for i in range(4)],
-                        "with nulls": [now, None, now, now], "one row": [now]}[shape]
+    shapes: dict[str, list[Any]] = {"one time": [now] * 4, "times": [now - timedelta(seconds=i) for i in range(4)],
+                                     "with nulls": [now, None, now, now], "one row": [now]}
+    times = shapes[shape]
     ids = [f"l{i}" for i in range(len(times))]
     async with db.transaction() as conn:
         await insert_rows(conn, sla_timers, [
