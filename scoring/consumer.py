@@ -25,7 +25,7 @@ from __future__ import annotations
 import asyncio
 import os
 import uuid
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
@@ -40,6 +40,7 @@ from scoring.cache import DEFAULT_MAX_LEADS, StateCache
 from scoring.rules import RuleSet, Score
 from scoring.stages import engagement_can_move, scoring_stage, stage_rank
 from scoring.state import LeadScoreState, plain_dict
+from scoring.touchpoints import touchpoint_dicts
 from services.consumer import Handler
 from services.db.arrays import Statement, combined_statements, insert_statement, update_statement
 from services.db.database import Database
@@ -58,10 +59,8 @@ from services.events import (
     LEAD_MERGED,
     LEAD_SCORED,
     LEAD_STAGE_CHANGED,
-    TOUCHPOINT_LIST,
     TOUCHPOINTS,
     Event,
-    Touchpoint,
     utcnow,
 )
 from services.idempotency import claim_new, claim_statement, claimed_ids
@@ -75,16 +74,17 @@ _TIME = TypeAdapter(datetime)
 Sent = asyncio.Future[Result[Any]]  # a statement sent through the pipe: its result, once it is done
 
 
-def identities_of(tp: Touchpoint) -> list[Identity]:
+def identities_of(tp: Mapping[str, Any]) -> list[Identity]:
+    """The identities a touchpoint (a :func:`scoring.touchpoints.touchpoint_dicts` dict) names."""
     out: list[Identity] = []
-    if tp.email:
-        out.append(("email", tp.email))
-    if tp.user_id:
-        out.append(("user", tp.user_id))
-    if tp.anonymous_id:
-        out.append(("anon", tp.anonymous_id))
-    if tp.previous_id:  # alias: the previous id was an anonymous id or an earlier user id
-        out += [("anon", tp.previous_id), ("user", tp.previous_id)]
+    if email := tp["email"]:
+        out.append(("email", email))
+    if user_id := tp["user_id"]:
+        out.append(("user", user_id))
+    if anonymous_id := tp["anonymous_id"]:
+        out.append(("anon", anonymous_id))
+    if previous_id := tp["previous_id"]:  # alias: the previous id was an anonymous id or an earlier user id
+        out += [("anon", previous_id), ("user", previous_id)]
     return out
 
 
@@ -121,7 +121,7 @@ class ScoringHandler(Handler):
         if not events:
             return
         # A malformed touchpoint fails the batch; the runner splits it and dead-letters that one.
-        parsed = TOUCHPOINT_LIST.validate_python([e.data for e in events])
+        parsed = touchpoint_dicts([e.data for e in events])
         ids = [e.id for e in events]
         # Almost every batch is new: apply it and claim its ids in the same pipe, so that the database
         # records the claim while this process folds (the claim is one of the batch's slowest
@@ -158,23 +158,18 @@ class _Batch:
         self.outbox_rows: list[dict[str, Any]] = []
         self.event_ids = _uuid4_texts()
 
-    async def apply(self, todo: list[Touchpoint], *, claim: tuple[str, list[str]] | None = None) -> None:
+    async def apply(self, todo: list[dict[str, Any]], *, claim: tuple[str, list[str]] | None = None) -> None:
         """Fold ``todo`` into its leads and write everything. With ``claim`` (consumer group, event ids)
         the ids are claimed on the way, and :class:`_SeenBefore` raised unless every one was new."""
-        finding = asyncio.ensure_future(find_links(self.conn, [i for tp in todo for i in identities_of(tp)]))
-        await asyncio.sleep(0)  # the query on its way: the touchpoints' JSON is made meanwhile
-        try:
-            dumped = TOUCHPOINT_LIST.dump_python(todo, mode="json")
-        finally:  # whatever happens, the query ends before anything else uses the connection
-            self.links = await finding
+        self.links = await find_links(self.conn, [i for tp in todo for i in identities_of(tp)])
         await self._load_leads(set(self.links.values()))
         async with StatementPipe(self.conn) as pipe:
-            for tp, data in zip(todo, dumped, strict=True):
+            for tp in todo:
                 lead = self._resolve(tp)
-                lead.new_touchpoints.append(data)
-                if tp.email and not lead.email:
-                    lead.email = tp.email
-                if tp.email or tp.user_id:
+                lead.new_touchpoints.append(tp)
+                if (email := tp["email"]) and not lead.email:
+                    lead.email = email
+                if email or tp["user_id"]:
                     lead.known = True
             claimed, links = await self._write(pipe, claim_statement(self.conn, *claim) if claim else None)
         if claim is not None and (claimed is None or claimed_ids(await claimed) != set(claim[1])):
@@ -210,16 +205,16 @@ class _Batch:
             work = self.leads[work.merged_into]
         return work
 
-    def _resolve(self, tp: Touchpoint) -> LeadWork:
+    def _resolve(self, tp: dict[str, Any]) -> LeadWork:
         ids = identities_of(tp)
         found = {self._live(self.links[i]).id for i in ids if i in self.links}
-        if tp.previous_id:  # only the previous id's kind that exists links; do not invent both
-            ids = [i for i in ids if i[1] != tp.previous_id or i in self.links] or ids[:1]
-            if ("anon", tp.previous_id) not in self.links and ("user", tp.previous_id) not in self.links:
-                ids.append(("anon", tp.previous_id))
+        if previous_id := tp["previous_id"]:  # only the previous id's kind that exists links; not both
+            ids = [i for i in ids if i[1] != previous_id or i in self.links] or ids[:1]
+            if ("anon", previous_id) not in self.links and ("user", previous_id) not in self.links:
+                ids.append(("anon", previous_id))
         if not found:
             lead = LeadWork(id=uuid.uuid4().hex, stage="anonymous", state=LeadScoreState.empty(),
-                            created_at=self.now, is_new=True, source=tp.source, campaign=tp.campaign,
+                            created_at=self.now, is_new=True, source=tp["source"], campaign=tp["campaign"],
                             original_stage=None)
             self.leads[lead.id] = lead
         elif len(found) == 1:
@@ -232,7 +227,7 @@ class _Batch:
                 self.new_links[identity] = lead.id
         return lead
 
-    def _merge(self, group: list[LeadWork], tp: Touchpoint) -> LeadWork:
+    def _merge(self, group: list[LeadWork], tp: dict[str, Any]) -> LeadWork:
         """Several leads are one person: the most advanced (then the oldest) keeps everything."""
         group.sort(key=lambda w: (-stage_rank(w.stage), w.created_at, w.id))
         winner, losers = group[0], group[1:]
@@ -246,7 +241,7 @@ class _Batch:
             winner.new_touchpoints += loser.new_touchpoints
             loser.new_touchpoints = []
             self.merges.append((winner.id, loser.id))
-            winner.causes.append(f"merged with lead {loser.id} ({tp.type} {tp.event_id} linked their identities)")
+            winner.causes.append(f"merged with lead {loser.id} ({tp['type']} {tp['event_id']} linked their identities)")
         return winner
 
     # -- writing --------------------------------------------------------------------------------

@@ -15,6 +15,7 @@ from scoring.consumer import IdentityRace, ScoringHandler, _Batch
 from scoring.rescore import rescore
 from scoring.rules import RuleSet
 from scoring.state import LeadScoreState
+from scoring.touchpoints import touchpoint_dicts
 from services.config import load_config
 from services.db.database import Database
 from services.db.models import lead_merges, leads, outbox, stage_history, touchpoints
@@ -139,7 +140,7 @@ async def test_a_rolled_back_batch_leaves_nothing_remembered_that_the_database_l
     failing = tp("b2", "form_submit", 1, email="lee@acme.io", properties={"form": "demo"})
     with pytest.raises(RuntimeError):
         async with db.transaction() as conn:  # the batch's writes happen, then the transaction fails
-            await _Batch(conn, RULES, handler.states).apply([Touchpoint.model_validate(failing.data)])
+            await _Batch(conn, RULES, handler.states).apply(touchpoint_dicts([failing.data]))
             raise RuntimeError("the commit failed")
     await handler.handle([failing])  # redelivered: applied once, on the committed state
     (lead,) = await live_leads(db)
