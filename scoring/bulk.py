@@ -18,7 +18,7 @@ from __future__ import annotations
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
-from sqlalchemy import Select, String, any_, bindparam, select, text
+from sqlalchemy import ColumnElement, Select, String, any_, bindparam, func, literal, select, text
 from sqlalchemy.dialects import postgresql
 from sqlalchemy.engine import Result, RowMapping
 from sqlalchemy.ext.asyncio import AsyncConnection
@@ -76,8 +76,19 @@ _FIND_LINKS_PG = text(
 async def lock_leads(conn: AsyncConnection, ids: Sequence[str]) -> list[RowMapping]:
     """The :data:`LEAD_COLUMNS` of these leads and their score state's ``rev`` (None if it has none),
     locked for the transaction in id order (PostgreSQL)."""
-    columns = [*(leads.c[name] for name in LEAD_COLUMNS), leads.c.score_state[REV].as_string().label(REV)]
+    columns = [*(leads.c[name] for name in LEAD_COLUMNS), _stored_rev(conn).label(REV)]
     return await _by_ids(conn, select(*columns), sorted(ids), locked=True)
+
+
+def _stored_rev(conn: AsyncConnection) -> ColumnElement[Any]:
+    """The ``rev`` of a stored score state (JSON text), without parsing it: the consumer writes it as the
+    first key (``{"rev":"...",``); a state stored otherwise (another writer) has none here, and is parsed."""
+    if _pg(conn):
+        return func.substring(leads.c.score_state, literal(_REV_AT_START))
+    return func.json_extract(leads.c.score_state, f"$.{REV}")
+
+
+_REV_AT_START = '^\\{"' + REV + '":"([^"\\\\]*)"'  # the rev as the consumer writes it, first
 
 
 async def load_states(conn: AsyncConnection, ids: Sequence[str]) -> dict[str, Any]:

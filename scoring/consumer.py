@@ -385,11 +385,12 @@ class _Batch:
 
     def _row(self, work: LeadWork, score: Score | None = None) -> dict[str, Any]:
         score = score or self.rules.score(work.state, self.now, engagement_lines=False)
-        stored_state = work.state.to_json()
         if work.merged_into is None:
-            stored_state[REV] = rev = self.states.new_rev()
+            rev = self.states.new_rev()
+            stored_state = {REV: rev, **work.state.to_json()}  # first: read back without parsing the state
             self.states.put(work.id, rev, work.state)
         else:
+            stored_state = work.state.to_json()
             self.states.forget(work.id)
         row = {
             "id": work.id, "stage": work.stage, "email": work.email,

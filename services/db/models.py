@@ -23,7 +23,7 @@ from sqlalchemy import (
     text,
 )
 
-from services.db.types import JsonType, UtcDateTime
+from services.db.types import JsonText, JsonType, UtcDateTime
 
 NAMING = {
     "ix": "ix_%(column_0_label)s",
@@ -109,7 +109,9 @@ leads = Table(
     Column("engagement", Float, nullable=False, default=0),
     Column("total", Float, nullable=False, default=0),
     Column("traits", JsonType, nullable=False),
-    Column("score_state", JsonType, nullable=False),  # the scoring fold (scoring.state.LeadScoreState)
+    # The scoring fold (scoring.state.LeadScoreState), as JSON text: rewritten for every lead of every
+    # scoring batch and read only whole (a 310-row update: 6.4 ms as JSONB, 3.5 ms as text).
+    Column("score_state", JsonText, nullable=False),
     # The score as of the last scoring: {fit, engagement, total, breakdown: [...]} (the lead document's).
     Column("score", JsonType, nullable=True),
     Column("source", String(100), nullable=True, index=True),  # first-touch source

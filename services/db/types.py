@@ -5,13 +5,31 @@ from __future__ import annotations
 from datetime import UTC, datetime
 from typing import Any
 
-from sqlalchemy import JSON, DateTime
+import orjson
+from sqlalchemy import JSON, DateTime, Text
 from sqlalchemy.dialects.postgresql import JSONB
 from sqlalchemy.engine import Dialect
 from sqlalchemy.types import TypeDecorator
 
+from services.db.database import json_text
+
 # JSONB on PostgreSQL (indexable, compact), JSON text elsewhere.
 JsonType = JSON().with_variant(JSONB(), "postgresql")
+
+
+class JsonText(TypeDecorator[Any]):
+    """A JSON value stored as its text on every database: for a document written often and only ever read
+    whole, which PostgreSQL then need not parse into JSONB on each write (nor a query look into).
+    Values in and out are what :data:`JsonType` takes and gives (dicts, lists, ...)."""
+
+    impl = Text
+    cache_ok = True
+
+    def process_bind_param(self, value: Any, dialect: Dialect) -> str | None:
+        return None if value is None else json_text(value)
+
+    def process_result_value(self, value: Any, dialect: Dialect) -> Any:
+        return orjson.loads(value) if isinstance(value, str | bytes) else value
 
 
 class UtcDateTime(TypeDecorator[datetime]):

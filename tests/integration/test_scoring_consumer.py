@@ -11,6 +11,7 @@ from typing import Any
 import pytest
 from sqlalchemy import func, select
 
+from scoring.bulk import lock_leads
 from scoring.consumer import IdentityRace, ScoringHandler, _Batch
 from scoring.rescore import rescore
 from scoring.rules import RuleSet
@@ -114,6 +115,25 @@ async def test_arrival_order_does_not_change_the_score(db: Database) -> None:
     for lead in await live_leads(db):
         state = LeadScoreState.from_json(lead["score_state"])
         assert state == expected[lead["email"]]
+
+
+async def test_the_consumers_own_state_is_recognised_without_parsing_it(db: Database, monkeypatch: Any) -> None:
+    # The stored state's rev is read from the start of its JSON text (scoring.bulk.lock_leads): the next
+    # batch of the same lead uses the remembered state and parses nothing.
+    import scoring.consumer as consumer
+
+    handler = ScoringHandler(db, RULES)
+    await handler.handle([tp("m1", "page_view", 0, email="max@acme.io", properties={"path": "/pricing"})])
+    (lead,) = await live_leads(db)
+    assert next(iter(lead["score_state"])) == "rev"  # written first, so that it is found without parsing
+    parsed: list[object] = []
+    monkeypatch.setattr(consumer.LeadScoreState, "from_json", staticmethod(lambda raw: parsed.append(raw)))
+    await handler.handle([tp("m2", "page_view", 1, email="max@acme.io", properties={"path": "/blog/a"})])
+    assert parsed == []
+    (lead,) = await live_leads(db)
+    async with db.read() as conn:
+        (row,) = await lock_leads(conn, [lead["id"]])
+    assert row["rev"] == lead["score_state"]["rev"]
 
 
 async def test_a_state_written_by_someone_else_is_read_not_the_remembered_one(db: Database) -> None:
