@@ -112,8 +112,9 @@ leads = Table(
     # The scoring fold (scoring.state.LeadScoreState), as JSON text: rewritten for every lead of every
     # scoring batch and read only whole (a 310-row update: 6.4 ms as JSONB, 3.5 ms as text).
     Column("score_state", JsonText, nullable=False),
-    # The score as of the last scoring: {fit, engagement, total, breakdown: [...]} (the lead document's).
-    Column("score", JsonType, nullable=True),
+    # The score as of the last scoring: {fit, engagement, total, fit_breakdown: [...], ...} (the lead
+    # document's), as JSON text for the same reason.
+    Column("score", JsonText, nullable=True),
     Column("source", String(100), nullable=True, index=True),  # first-touch source
     Column("campaign", String(200), nullable=True, index=True),  # first-touch campaign
     Column("owner", String(100), nullable=True, index=True),  # assigned rep
