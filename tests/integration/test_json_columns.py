@@ -15,6 +15,12 @@ from services.events import utcnow
 pytestmark = pytest.mark.integration
 
 
+async def stored(db: Database, key: Any, column: Any) -> dict[Any, Any]:
+    """``{key: column}`` of every row of the table those columns belong to."""
+    async with db.read() as conn:
+        return dict((await conn.execute(select(key, column))).all())
+
+
 @pytest.mark.parametrize("value", [0, 3, 1.5, "ben", None, True, [1, 2], {"anna": 1.5, "ben": -0.5}])
 async def test_a_json_value_round_trips(db: Database, value: Any) -> None:
     async with db.transaction() as conn:
@@ -57,19 +63,16 @@ async def test_rows_written_as_arrays_keep_each_json_value_with_its_row(db: Data
     async with db.transaction() as conn:
         await insert_rows(conn, routing_cursors, [
             {"team": team, "cursor": value, "updated_at": now} for team, value in zip(teams, VALUES, strict=True)])
+    assert await stored(db, routing_cursors.c.team, routing_cursors.c.cursor) == dict(zip(teams, VALUES, strict=True))
     async with db.read() as conn:
-        stored = dict((await conn.execute(select(routing_cursors.c.team, routing_cursors.c.cursor))).all())
         nulls = (await conn.execute(select(func.count()).select_from(routing_cursors)
                                     .where(routing_cursors.c.cursor.is_(None)))).scalar_one()
-    assert stored == dict(zip(teams, VALUES, strict=True))
     assert nulls == (1 if db.is_postgres else 0)
     moved = VALUES[1:] + VALUES[:1]
     async with db.transaction() as conn:
         await update_rows(conn, routing_cursors, "team", [
             {"team": team, "cursor": value} for team, value in zip(teams, moved, strict=True)])
-    async with db.read() as conn:
-        stored = dict((await conn.execute(select(routing_cursors.c.team, routing_cursors.c.cursor))).all())
-    assert stored == dict(zip(teams, moved, strict=True))
+    assert await stored(db, routing_cursors.c.team, routing_cursors.c.cursor) == dict(zip(teams, moved, strict=True))
 
 
 async def test_combined_statements_write_each_table_with_its_own_values(db: Database) -> None:
@@ -90,8 +93,8 @@ async def test_combined_statements_write_each_table_with_its_own_values(db: Data
             await conn.execute(statement, parameters)
     assert len(writes) == (1 if db.is_postgres else 2)
     async with db.read() as conn:
-        stored = {row.team: (row.cursor, row.updated_at) for row in await conn.execute(select(routing_cursors))}
-    assert stored == {"a": ({"at": 1}, now), "b": ({"at": 0}, then), "c": ([2], then)}
+        rows = {row.team: (row.cursor, row.updated_at) for row in await conn.execute(select(routing_cursors))}
+    assert rows == {"a": ({"at": 1}, now), "b": ({"at": 0}, then), "c": ([2], then)}
 
 
 async def test_a_combined_statement_returns_the_rows_of_the_part_asked_for(db: Database) -> None:
@@ -140,16 +143,12 @@ async def test_text_columns_keep_each_value_with_its_row(db: Database, campaigns
         await insert_rows(conn, touchpoints, [
             {"event_id": event_id, "lead_id": "l", "type": "page", "occurred_at": now, "source": "web",
              "campaign": campaign, "payload": {}} for event_id, campaign in zip(ids, campaigns, strict=True)])
-    async with db.read() as conn:
-        stored = dict((await conn.execute(select(touchpoints.c.event_id, touchpoints.c.campaign))).all())
-    assert stored == dict(zip(ids, campaigns, strict=True))
+    assert await stored(db, touchpoints.c.event_id, touchpoints.c.campaign) == dict(zip(ids, campaigns, strict=True))
     moved = campaigns[1:] + campaigns[:1]
     async with db.transaction() as conn:
         await update_rows(conn, touchpoints, "event_id", [
             {"event_id": event_id, "campaign": campaign} for event_id, campaign in zip(ids, moved, strict=True)])
-    async with db.read() as conn:
-        stored = dict((await conn.execute(select(touchpoints.c.event_id, touchpoints.c.campaign))).all())
-    assert stored == dict(zip(ids, moved, strict=True))
+    assert await stored(db, touchpoints.c.event_id, touchpoints.c.campaign) == dict(zip(ids, moved, strict=True))
 
 
 @pytest.mark.parametrize("shape", ["one time", "times", "with nulls", "one row"])
@@ -169,13 +168,9 @@ async def test_time_columns_keep_each_value_with_its_row(db: Database, shape: st
             {"id": i + 1, "lead_id": lead_id, "assignment_id": "a", "kind": "breach", "due_at": now,
              "fire_at": now, "status": "fired", "fired_at": at}
             for i, (lead_id, at) in enumerate(zip(ids, times, strict=True))])
-    async with db.read() as conn:
-        stored = {row.lead_id: row.fired_at for row in await conn.execute(select(sla_timers))}
-    assert stored == dict(zip(ids, times, strict=True))
+    assert await stored(db, sla_timers.c.lead_id, sla_timers.c.fired_at) == dict(zip(ids, times, strict=True))
     later = [None if at is None else at + timedelta(minutes=5) for at in times[::-1]]
     async with db.transaction() as conn:
         await update_rows(conn, sla_timers, "id", [
             {"id": i + 1, "fired_at": at} for i, at in enumerate(later)])
-    async with db.read() as conn:
-        stored = {row.lead_id: row.fired_at for row in await conn.execute(select(sla_timers))}
-    assert stored == dict(zip(ids, later, strict=True))
+    assert await stored(db, sla_timers.c.lead_id, sla_timers.c.fired_at) == dict(zip(ids, later, strict=True))
