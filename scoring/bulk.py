@@ -88,7 +88,8 @@ def _stored_rev(conn: AsyncConnection) -> ColumnElement[Any]:
     return func.json_extract(leads.c.score_state, f"$.{REV}")
 
 
-_REV_AT_START = '^\\{"' + REV + '":"([^"\\\\]*)"'  # the rev as the consumer writes it, first
+# The rev as the consumer writes it, first: the regular expression ^\{"rev":"([^"\\]*)"
+_REV_AT_START = '^\\{"' + REV + '":"([^"\\\\]*)"'
 
 
 async def load_states(conn: AsyncConnection, ids: Sequence[str]) -> dict[str, Any]:
