@@ -81,7 +81,8 @@ outbox = Table(
     Column("type", String(200), nullable=False),
     Column("source", String(200), nullable=False),
     Column("time", UtcDateTime, nullable=False),
-    Column("data", JsonType, nullable=False),
+    # JSON text: written once per event (hundreds per scoring batch), read once whole by the relay.
+    Column("data", JsonText, nullable=False),
 )
 processed_events = Table(
     "processed_events", metadata,
