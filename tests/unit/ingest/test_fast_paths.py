@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import gc
 import sys
-from datetime import UTC, datetime, timedelta, timezone
+from datetime import datetime
 from typing import Any
 
 from aiokafka.partitioner import DefaultPartitioner
@@ -15,24 +15,11 @@ from ingest.body import deeper_than, json_depth, parse_json
 from ingest.writer import to_event, to_events
 from services.bus.kafka import KafkaBus
 from services.events import TOUCHPOINT_RECEIVED, Event, Touchpoint
-
-# Integers as a touchpoint can hold them: every body is parsed by orjson (``ingest.body.parse_json``),
-# which reads an integer outside [-2**63, 2**64 - 1] as a float, so no larger one reaches the wire (and
-# orjson, the consumers' parser too, would read such an integer back as a float).
-_ints = st.integers(min_value=-(2**63), max_value=2**64 - 1)
-_json: st.SearchStrategy[Any] = st.recursive(
-    st.none() | st.booleans() | _ints | st.floats(allow_nan=False, allow_infinity=False) | st.text(max_size=5),
-    lambda inner: st.lists(inner, max_size=4) | st.dictionaries(st.text(max_size=4), inner, max_size=4),
-    max_leaves=30)
-_zones = st.sampled_from([UTC, timezone(timedelta(0)), timezone(timedelta(hours=2)),
-                          timezone(timedelta(hours=-5, minutes=-30)), timezone(timedelta(hours=1, seconds=30)),
-                          timezone(timedelta(minutes=59, microseconds=7))])
-_times = st.builds(lambda dt, zone: dt.replace(tzinfo=zone),
-                   st.datetimes(min_value=datetime(1, 1, 2), max_value=datetime(9999, 12, 30)), _zones)
+from tests.support.strategies import aware_times, wire_json
 
 
 @settings(max_examples=300, deadline=None)
-@given(value=_json, limit=st.integers(0, 10))
+@given(value=wire_json, limit=st.integers(0, 10))
 def test_deeper_than_agrees_with_json_depth(value: Any, limit: int) -> None:
     assert deeper_than(value, limit) == (json_depth(value) > limit)
 
@@ -52,8 +39,8 @@ def test_parse_json_refuses_deep_nesting_whatever_the_bracket_count() -> None:
 
 
 @settings(max_examples=200, deadline=None)
-@given(occurred=_times, received=_times, props=st.dictionaries(st.text(max_size=4), _json, max_size=4),
-       traits=st.dictionaries(st.text(max_size=4), _json, max_size=3),
+@given(occurred=aware_times, received=aware_times, props=st.dictionaries(st.text(max_size=4), wire_json, max_size=4),
+       traits=st.dictionaries(st.text(max_size=4), wire_json, max_size=3),
        email=st.none() | st.just("jane@acme.com"), campaign=st.none() | st.text(max_size=5))
 def test_event_data_is_the_touchpoints_model_dump_json(occurred: datetime, received: datetime,
                                                         props: dict[str, Any], traits: dict[str, Any],

@@ -3,7 +3,7 @@ validation and dump would give; every other body goes through the model, errors 
 
 from __future__ import annotations
 
-from datetime import UTC, datetime, timedelta, timezone
+from datetime import UTC, datetime
 from typing import Any
 
 import pytest
@@ -13,24 +13,16 @@ from pydantic import ValidationError
 
 from scoring.touchpoints import is_dumped_form, touchpoint_dicts
 from services.events import TOUCHPOINT_LIST, Touchpoint
+from tests.support.strategies import aware_times, wire_json
 
-_ints = st.integers(min_value=-(2**63), max_value=2**64 - 1)  # what orjson reads back as integers
-_json: st.SearchStrategy[Any] = st.recursive(
-    st.none() | st.booleans() | _ints | st.floats(allow_nan=False, allow_infinity=False) | st.text(max_size=5),
-    lambda inner: st.lists(inner, max_size=3) | st.dictionaries(st.text(max_size=4), inner, max_size=3),
-    max_leaves=12)
-_zones = st.sampled_from([UTC, timezone(timedelta(0)), timezone(timedelta(hours=2)),
-                          timezone(timedelta(hours=-5, minutes=-30)), timezone(timedelta(hours=1, seconds=30))])
-_times = st.builds(lambda dt, zone: dt.replace(tzinfo=zone),
-                   st.datetimes(min_value=datetime(1, 1, 2), max_value=datetime(9999, 12, 30)), _zones)
 _texts = st.text(alphabet=st.sampled_from(["a", "B", " ", "\u0130", "@", ".", "\t"]), max_size=6)
 
 touchpoints = st.builds(
     Touchpoint, event_id=st.text(min_size=1, max_size=8), type=st.sampled_from(["page_view", "identify", "Ünï"]),
-    occurred_at=_times, received_at=_times, source=st.text(max_size=5), email=st.none() | _texts,
+    occurred_at=aware_times, received_at=aware_times, source=st.text(max_size=5), email=st.none() | _texts,
     user_id=st.none() | _texts, anonymous_id=st.none() | _texts, previous_id=st.none() | _texts,
-    campaign=st.none() | _texts, properties=st.dictionaries(st.text(max_size=4), _json, max_size=3),
-    traits=st.dictionaries(st.text(max_size=4), _json, max_size=3))
+    campaign=st.none() | _texts, properties=st.dictionaries(st.text(max_size=4), wire_json, max_size=3),
+    traits=st.dictionaries(st.text(max_size=4), wire_json, max_size=3))
 
 # What another producer might send in a field instead: other forms of times, of e-mails, other types.
 ODD_VALUES: list[Any] = [
@@ -51,7 +43,7 @@ def bodies(draw: st.DrawFn) -> Any:
         change = draw(st.sampled_from(["value", "drop", "extra"]))
         key = draw(st.sampled_from(sorted(body) or ["event_id"]))
         if change == "value":
-            body[key] = draw(_odd_values | _json)
+            body[key] = draw(_odd_values | wire_json)
         elif change == "drop":
             body.pop(key, None)
         else:
