@@ -81,14 +81,20 @@ async def lock_leads(conn: AsyncConnection, ids: Sequence[str]) -> list[RowMappi
 
 
 def _stored_rev(conn: AsyncConnection) -> ColumnElement[Any]:
-    """The ``rev`` of a stored score state (JSON text), without parsing it: the consumer writes it as the
+    """The ``rev`` of a stored score state (JSON text), without parsing it: :func:`with_rev` writes it as the
     first key (``{"rev":"...",``); a state stored otherwise (another writer) has none here, and is parsed."""
     if _pg(conn):
         return func.substring(leads.c.score_state, literal(_REV_AT_START))
     return func.json_extract(leads.c.score_state, f"$.{REV}")
 
 
-# The rev as the consumer writes it, first: the regular expression ^\{"rev":"([^"\\]*)"
+def with_rev(stored_state: Mapping[str, Any], rev: str) -> dict[str, Any]:
+    """A score state's stored JSON with ``rev`` as its first key, where :func:`lock_leads` reads it back
+    from the stored text's start (orjson keeps the keys' order)."""
+    return {REV: rev, **stored_state}
+
+
+# The rev as :func:`with_rev` writes it, first: the regular expression ^\{"rev":"([^"\\]*)"
 _REV_AT_START = '^\\{"' + REV + '":"([^"\\\\]*)"'
 
 

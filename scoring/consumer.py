@@ -35,7 +35,7 @@ from sqlalchemy import update
 from sqlalchemy.engine import Result
 from sqlalchemy.ext.asyncio import AsyncConnection
 
-from scoring.bulk import REV, find_links, link_statement, linked_pairs, load_states, lock_leads
+from scoring.bulk import REV, find_links, link_statement, linked_pairs, load_states, lock_leads, with_rev
 from scoring.cache import DEFAULT_MAX_LEADS, StateCache
 from scoring.rules import RuleSet, Score
 from scoring.stages import engagement_can_move, scoring_stage, stage_rank
@@ -387,7 +387,7 @@ class _Batch:
         score = score or self.rules.score(work.state, self.now, engagement_lines=False)
         if work.merged_into is None:
             rev = self.states.new_rev()
-            stored_state = {REV: rev, **work.state.to_json()}  # first: read back without parsing the state
+            stored_state = with_rev(work.state.to_json(), rev)  # read back without parsing the state
             self.states.put(work.id, rev, work.state)
         else:
             stored_state = work.state.to_json()
