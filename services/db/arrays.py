@@ -7,8 +7,9 @@
     [(statement, params)] = combined_statements(conn, [update_statement(...), insert_statement(...)])  # PG
 
 On PostgreSQL each call is ONE statement whatever the number of rows: the rows travel as one array per
-column (a JSON column's values as one JSON document) and ``unnest`` turns them back into rows on the
-server (an executemany is one statement per row on the server). On SQLite (one in-process writer, no
+column (a JSON column's values as one JSON document, a text or JSON-text column's as one joined text,
+a time column holding one time for every row as that time and a count) and ``unnest`` turns them back
+into rows on the server (an executemany is one statement per row on the server). On SQLite (one in-process writer, no
 round trips) the plain SQLAlchemy forms are used. Rows are dicts of what a Core statement would take
 (aware datetimes, dicts for JSON columns).
 """
@@ -136,8 +137,10 @@ def _array_type(column_type: TypeEngine[Any]) -> str:
 
 def column_arrays(table: Table, rows: Sequence[Row]) -> dict[str, Any]:
     """The parameters of :func:`insert_text` and the update: one list per column, except a JSON column's
-    values, which are one JSON array (text; a None value is JSON null, which becomes SQL NULL), and a
-    text column's, which are one text (:func:`joined_texts`) unless a value holds a separator."""
+    values, which are one JSON array (text; a None value is JSON null, which becomes SQL NULL); a text
+    column's, and a JSON-text column's JSON texts, which are one text (:func:`text_array_parameters`)
+    unless a value holds a separator; and a time column's when every row holds one time (that time and
+    a count)."""
     out: dict[str, Any] = {}
     for name in rows[0]:
         kind = _kind(table, name)
