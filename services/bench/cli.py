@@ -31,6 +31,7 @@ from typing import Any
 
 from services.bench.context import BenchContext
 from services.bench.infra import Unavailable
+from services.bench.procs import machine_cpu_seconds
 from services.bench.results import (
     Measurement,
     load_average,
@@ -88,6 +89,7 @@ async def bench(names: list[str], *, quick: bool, json_path: Path, argv: list[st
     started = datetime.now(UTC)
     load_start = load_average()
     loop_start = reference_loop_ms()
+    steal_start, clock_start = machine_cpu_seconds()[1], time.monotonic()
     mode = "quick" if quick else f"full ({ctx.runs} runs per measurement, {ctx.duration:.0f}s windows)"
     ctx.say("bench", f"{mode}; sections {', '.join(names)}; work folder {workdir}")
     ctx.say("bench", f"machine speed: a reference Python loop takes {loop_start} ms (lower is faster)")
@@ -122,6 +124,7 @@ async def bench(names: list[str], *, quick: bool, json_path: Path, argv: list[st
         await ctx.close()
     load_end = load_average()
     loop_end = reference_loop_ms()
+    steal = round((machine_cpu_seconds()[1] - steal_start) / max(1e-6, time.monotonic() - clock_start), 3)
     info = machine_info()
     document = {
         "command": "handoff bench " + " ".join(argv[1:] if argv[:1] == ["bench"] else argv),
@@ -129,7 +132,8 @@ async def bench(names: list[str], *, quick: bool, json_path: Path, argv: list[st
         "started_at": started.isoformat(),
         "finished_at": datetime.now(UTC).isoformat(),
         "machine": {**info, "load_average_start": load_start, "load_average_end": load_end,
-                    "reference_loop_ms_start": loop_start, "reference_loop_ms_end": loop_end},
+                    "reference_loop_ms_start": loop_start, "reference_loop_ms_end": loop_end,
+                    "steal_cores": steal},
         "sections": {name: {**statuses.get(name, {}), "raw": ctx.sections.get(name, {})} for name in names},
         "measurements": [m.as_json() for m in ctx.measurements],
     }
@@ -139,6 +143,7 @@ async def bench(names: list[str], *, quick: bool, json_path: Path, argv: list[st
     print(f"load average at start {load_start}, at end {load_end} ({info['cpu_count']} CPUs)")
     print(f"machine speed: the reference loop took {loop_start} ms at the start, {loop_end} ms at the end "
           "(lower is faster; compare runs in the same phase)")
+    print(f"CPU taken by the hypervisor (steal) during the run: {steal:.2f} core on average")
     write_json(json_path, document)
     print(f"raw numbers: {json_path}")
     if failed:

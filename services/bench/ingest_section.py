@@ -21,7 +21,7 @@ from services.bench import data
 from services.bench.context import BenchContext
 from services.bench.infra import Broker, Unavailable, free_port, sqlite_database
 from services.bench.loadgen import LoadResult, closed_loop, post
-from services.bench.procs import CpuMeter, ServiceProcess, handoff_command, handoff_env, python_module
+from services.bench.procs import STEAL, CpuMeter, ServiceProcess, handoff_command, handoff_env, python_module
 from services.bench.results import Goal, Measurement, median
 
 SECTION = "ingest"
@@ -100,7 +100,8 @@ async def _measure(ctx: BenchContext, servers: dict[str, ServiceProcess], broker
                 bad = {k: v for k, v in result.statuses.items() if not 200 <= k < 300}
                 ctx.say(SECTION, f"{say}: {rate:,.0f} {unit}; server CPU {cpu['server']:.2f} core, "
                                  f"{figures['server_cpu_us_per_touchpoint']:,.0f} µs per touchpoint; "
-                                 f"others on this machine {cpu['others on this machine']:.2f} core"
+                                 f"others on this machine {cpu['others on this machine']:.2f} core, "
+                                 f"{STEAL} {cpu[STEAL]:.2f}"
                         + (f" (non-2xx answers: {bad})" if bad else "")
                         + (f" ({result.errors} connection errors)" if result.errors else ""))
         if broker is not None:

@@ -166,7 +166,9 @@ class CpuMeter:
         out["bench (load generator)"] = cpu_seconds(os.getpid()) or 0.0
         if self.include_postgres:
             out["postgres (all backends)"] = cpu_seconds_of("postgres")
-        out["machine (all processes)"] = machine_busy_seconds()
+        busy, steal = machine_cpu_seconds()
+        out["machine (all processes)"] = busy
+        out[STEAL] = steal
         return out
 
     def start(self) -> None:
@@ -179,17 +181,33 @@ class CpuMeter:
         self.seconds = {k: end[k] - self._start.get(k, 0.0) for k in end}
         self.shares = {k: round(v / elapsed, 3) for k, v in self.seconds.items()}
         # What else ran meanwhile (other users of this machine): the measured numbers suffer from it.
-        ours = sum(v for k, v in self.shares.items() if k != "machine (all processes)")
+        ours = sum(v for k, v in self.shares.items() if k not in ("machine (all processes)", STEAL))
         self.shares["others on this machine"] = round(max(0.0, self.shares["machine (all processes)"] - ours), 3)
         return self.shares
 
 
-def machine_busy_seconds() -> float:
-    """CPU seconds all CPUs have spent not idle since boot (/proc/stat), 0.0 where unreadable."""
+# The host's hypervisor running other guests while this machine's CPUs wanted to run (a VM): part of
+# why the same code measures faster or slower from one hour to the next, reported beside the shares.
+STEAL = "taken by the hypervisor (steal)"
+
+
+def machine_cpu_seconds() -> tuple[float, float]:
+    """CPU seconds all CPUs have spent busy since boot, and those the hypervisor took (steal), from
+    /proc/stat; (0.0, 0.0) where unreadable."""
     try:
-        fields = Path("/proc/stat").read_text().splitlines()[0].split()[1:]
-        values = [int(v) for v in fields]
-        idle = values[3] + (values[4] if len(values) > 4 else 0)  # idle + iowait
-        return (sum(values[:8]) - idle) / os.sysconf("SC_CLK_TCK")
+        return cpu_times(Path("/proc/stat").read_text(), os.sysconf("SC_CLK_TCK"))
     except (OSError, ValueError, IndexError):
-        return 0.0
+        return 0.0, 0.0
+
+
+def cpu_times(proc_stat: str, ticks_per_second: int) -> tuple[float, float]:
+    """(busy, steal) seconds from the text of /proc/stat: busy is user, nice, system, irq and softirq
+    (not idle, iowait or steal); steal is the time the hypervisor ran something else.
+
+    >>> cpu_times("cpu  100 5 20 900 7 1 2 30 0 0\\n", 100)
+    (1.28, 0.3)
+    """
+    values = [int(v) for v in proc_stat.splitlines()[0].split()[1:]]
+    user, nice, system, _idle, _iowait, irq, softirq = (values + [0] * 7)[:7]
+    steal = values[7] if len(values) > 7 else 0
+    return (user + nice + system + irq + softirq) / ticks_per_second, steal / ticks_per_second

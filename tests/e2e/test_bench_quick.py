@@ -36,6 +36,7 @@ def test_it_prints_progress_and_the_table(quick_ingest: tuple[subprocess.Complet
     assert "ingest: starting" in proc.stdout
     assert "| section | measurement" in proc.stdout
     assert "single, embedded (SQLite)" in proc.stdout
+    assert "taken by the hypervisor (steal)" in proc.stdout  # per measurement, beside the processes' shares
 
 
 def test_the_json_has_machine_info_and_the_section(quick_ingest: tuple[Any, dict[str, Any]]) -> None:
@@ -47,6 +48,7 @@ def test_the_json_has_machine_info_and_the_section(quick_ingest: tuple[Any, dict
         assert machine[key] is None or all(_number(x) for x in machine[key])
     for key in ("reference_loop_ms_start", "reference_loop_ms_end"):  # the machine's speed, each end
         assert _number(machine[key]) and machine[key] > 0
+    assert _number(machine["steal_cores"]) and machine["steal_cores"] >= 0  # CPU the hypervisor took
     assert doc["quick"] is True
     assert doc["sections"]["ingest"]["status"] == "ok"
     assert set(doc["sections"]) == {"ingest"}
