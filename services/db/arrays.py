@@ -166,7 +166,7 @@ def column_arrays(table: Table, rows: Sequence[Row]) -> dict[str, Any]:
 # record separator for a NULL; a column whose values hold either goes as an array, as before.
 SEPARATOR, NULL_MARK = "\x1f", "\x1e"
 JOINED = "__joined"  # suffix of the parameter that carries a column's joined text
-_SQL_SPLIT = f"E'\\x{ord(SEPARATOR):02x}', E'\\x{ord(NULL_MARK):02x}'"  # the two as SQL escape strings
+SQL_SPLIT = f"E'\\x{ord(SEPARATOR):02x}', E'\\x{ord(NULL_MARK):02x}'"  # the two as SQL escape strings
 
 
 def text_array(name: str) -> str:
@@ -175,7 +175,7 @@ def text_array(name: str) -> str:
         statement = text(f"SELECT e FROM unnest({text_array('ids')}) AS e")
         await conn.execute(statement, text_array_parameters("ids", ["a", None, "b"]))
     """
-    return f"COALESCE(CAST(:{name} AS TEXT[]), string_to_array(CAST(:{name}{JOINED} AS TEXT), {_SQL_SPLIT}))"
+    return f"COALESCE(CAST(:{name} AS TEXT[]), string_to_array(CAST(:{name}{JOINED} AS TEXT), {SQL_SPLIT}))"
 
 
 def text_array_parameters(name: str, values: list[Any]) -> dict[str, Any]:

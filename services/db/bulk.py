@@ -21,9 +21,11 @@ from collections.abc import Callable, Sequence
 from functools import lru_cache
 from typing import Any
 
-from sqlalchemy import Column, DateTime, LargeBinary, Table
+from sqlalchemy import Column, DateTime, LargeBinary, String, Table
 from sqlalchemy.engine import Dialect
 from sqlalchemy.ext.asyncio import AsyncConnection
+
+from services.db.arrays import SQL_SPLIT, joined_texts
 
 # Bind parameters per statement: SQLite allows 32766 since 3.32 (999 before); PostgreSQL's statements
 # here take arrays or one row. Fewer, larger statements: fewer trips to aiosqlite's thread.
@@ -129,11 +131,21 @@ async def insert_new(conn: AsyncConnection, table: Table, names: Sequence[str],
     tail = f" ON CONFLICT DO NOTHING RETURNING {quote(columns[0].name)}"
     if dialect.paramstyle == "numeric_dollar":
         # PostgreSQL: one array per column, so one statement text whatever the row count (asyncpg keeps
-        # one prepared statement instead of one per count) and no parameter limit.
-        arrays = ", ".join(f"${i + 1}::{c.type.compile(dialect)}[]" for i, c in enumerate(columns))
-        sql = f"{_head(dialect, table, columns)} SELECT * FROM unnest({arrays}){tail}"
-        transposed = tuple(list(column) for column in zip(*params, strict=True))
-        return list((await conn.exec_driver_sql(sql, transposed)).scalars().all())
+        # one prepared statement instead of one per count) and no parameter limit. A text column's
+        # values travel as one joined text where they can (services.db.arrays.joined_texts: asyncpg
+        # checks every element of a text array against an abstract class, a Python call each).
+        transposed: list[Any] = [list(column) for column in zip(*params, strict=True)]
+        arrays = []
+        for i, (column, values) in enumerate(zip(columns, transposed, strict=True)):
+            array_type = f"{column.type.compile(dialect)}[]"
+            joined = joined_texts(values) if isinstance(column.type, String) else None
+            if joined is None:
+                arrays.append(f"${i + 1}::{array_type}")
+            else:
+                transposed[i] = joined
+                arrays.append(f"CAST(string_to_array(${i + 1}::TEXT, {SQL_SPLIT}) AS {array_type})")
+        sql = f"{_head(dialect, table, columns)} SELECT * FROM unnest({', '.join(arrays)}){tail}"
+        return list((await conn.exec_driver_sql(sql, tuple(transposed))).scalars().all())
     per_statement = max(1, MAX_PARAMS // len(columns))
     head = _head(dialect, table, columns)
     new: list[Any] = []
