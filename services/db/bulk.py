@@ -133,19 +133,26 @@ async def insert_new(conn: AsyncConnection, table: Table, names: Sequence[str],
         # PostgreSQL: one array per column, so one statement text whatever the row count (asyncpg keeps
         # one prepared statement instead of one per count) and no parameter limit. A text column's
         # values travel as one joined text where they can (services.db.arrays.joined_texts: asyncpg
-        # checks every element of a text array against an abstract class, a Python call each).
+        # checks every element of a text array against an abstract class, a Python call each), and a
+        # column holding one value in every row (a batch request's ``received_at``) as that value,
+        # repeated by the server (asyncpg encodes each time of an array in Python, ~0.8 us apiece).
         transposed: list[Any] = [list(column) for column in zip(*params, strict=True)]
+        count = f"${len(columns) + 1}::INT"
         arrays = []
         for i, (column, values) in enumerate(zip(columns, transposed, strict=True)):
-            array_type = f"{column.type.compile(dialect)}[]"
+            element_type = column.type.compile(dialect)
             joined = joined_texts(values) if isinstance(column.type, String) else None
-            if joined is None:
-                arrays.append(f"${i + 1}::{array_type}")
-            else:
+            if joined is not None:
                 transposed[i] = joined
-                arrays.append(f"CAST(string_to_array(${i + 1}::TEXT, {SQL_SPLIT}) AS {array_type})")
+                arrays.append(f"CAST(string_to_array(${i + 1}::TEXT, {SQL_SPLIT}) AS {element_type}[])")
+            elif values[0] is not None and values.count(values[0]) == len(values):
+                transposed[i] = values[0]
+                arrays.append(f"array_fill(${i + 1}::{element_type}, ARRAY[{count}])")
+            else:
+                arrays.append(f"${i + 1}::{element_type}[]")
         sql = f"{_head(dialect, table, columns)} SELECT * FROM unnest({', '.join(arrays)}){tail}"
-        return list((await conn.exec_driver_sql(sql, tuple(transposed))).scalars().all())
+        parameters = (*transposed, len(params)) if count in sql else tuple(transposed)
+        return list((await conn.exec_driver_sql(sql, parameters)).scalars().all())
     per_statement = max(1, MAX_PARAMS // len(columns))
     head = _head(dialect, table, columns)
     new: list[Any] = []

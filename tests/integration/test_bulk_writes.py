@@ -37,21 +37,22 @@ async def test_insert_new_returns_only_the_new_keys_across_chunks(db: Database, 
 
 
 
-async def test_insert_new_keeps_texts_that_hold_the_join_separators(db: Database) -> None:
+async def test_insert_new_stores_texts_that_hold_the_join_separators_and_times_as_given(db: Database) -> None:
     # On PostgreSQL a text column travels as one joined text unless a value holds the unit or record
     # separator (services.db.arrays); both forms, in one statement, must store the values as given.
     odd = ["a\x1fb", "c\x1ed", "e"]  # event ids that cannot be joined; their sources can
     plain = [f"p-{i}" for i in range(3)]
-    rows = [(event_id, "web", WHEN) for event_id in odd] + [(event_id, f"s\x1f{i}", WHEN)
-                                                          for i, event_id in enumerate(plain)]
+    # (Times: distinct in the first three rows, one time in the others, which may travel as one value.)
+    rows = [(event_id, "web", WHEN + timedelta(seconds=i)) for i, event_id in enumerate(odd)] + \
+        [(event_id, f"s\x1f{i}", WHEN) for i, event_id in enumerate(plain)]
     async with db.transaction() as conn:
         first = await bulk.insert_new(conn, ingest_events, COLUMNS, rows[:3])
         second = await bulk.insert_new(conn, ingest_events, COLUMNS, rows[3:])
         again = await bulk.insert_new(conn, ingest_events, COLUMNS, rows)
     assert sorted(first) == sorted(odd) and sorted(second) == plain and again == []
     async with db.read() as conn:
-        stored = {(r.event_id, r.source) for r in await conn.execute(select(ingest_events))}
-    assert stored == {(event_id, source) for event_id, source, _ in rows}
+        stored = {(r.event_id, r.source, r.received_at) for r in await conn.execute(select(ingest_events))}
+    assert stored == set(rows)
 
 async def test_insert_many_stores_what_core_would(db: Database) -> None:
     other_zone = WHEN.astimezone(timezone(timedelta(hours=2)))  # the same instant, written as UTC
