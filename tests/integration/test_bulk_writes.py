@@ -36,7 +36,6 @@ async def test_insert_new_returns_only_the_new_keys_across_chunks(db: Database, 
     assert stored.source == "website" and stored.received_at == WHEN  # read back through Core: same value
 
 
-
 async def test_insert_new_stores_texts_that_hold_the_join_separators_and_times_as_given(db: Database) -> None:
     # On PostgreSQL a text column travels as one joined text unless a value holds the unit or record
     # separator (services.db.arrays); both forms, in one statement, must store the values as given.
@@ -53,6 +52,7 @@ async def test_insert_new_stores_texts_that_hold_the_join_separators_and_times_a
     async with db.read() as conn:
         stored = {(r.event_id, r.source, r.received_at) for r in await conn.execute(select(ingest_events))}
     assert stored == set(rows)
+
 
 async def test_insert_many_stores_what_core_would(db: Database) -> None:
     other_zone = WHEN.astimezone(timezone(timedelta(hours=2)))  # the same instant, written as UTC
