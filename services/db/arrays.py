@@ -29,7 +29,7 @@ from sqlalchemy.types import TypeEngine
 
 from services.db.database import json_text
 from services.db.dialect import insert_ignore
-from services.db.types import JsonText, UtcDateTime
+from services.db.types import JsonText, UtcDateTime, stored_json
 
 Row = Mapping[str, Any]
 
@@ -149,7 +149,7 @@ def column_arrays(table: Table, rows: Sequence[Row]) -> dict[str, Any]:
         elif kind is _TEXT:
             out |= text_array_parameters(name, [row[name] for row in rows])
         elif kind is _JSON_TEXT:  # each value's JSON text (never holding a separator: JSON escapes them)
-            out |= text_array_parameters(name, [None if row[name] is None else json_text(row[name]) for row in rows])
+            out |= text_array_parameters(name, [stored_json(row[name]) for row in rows])
         elif kind is _TIME:
             values = [row[name] for row in rows]
             same = values[0] is not None and values.count(values[0]) == len(values)

@@ -26,10 +26,15 @@ class JsonText(TypeDecorator[Any]):
     cache_ok = True
 
     def process_bind_param(self, value: Any, dialect: Dialect) -> str | None:
-        return None if value is None else json_text(value)
+        return stored_json(value)
 
     def process_result_value(self, value: Any, dialect: Dialect) -> Any:
         return orjson.loads(value) if isinstance(value, str | bytes) else value
+
+
+def stored_json(value: Any) -> str | None:
+    """What a :class:`JsonText` column stores for ``value``: its JSON text (None stays NULL)."""
+    return None if value is None else json_text(value)
 
 
 class UtcDateTime(TypeDecorator[datetime]):
