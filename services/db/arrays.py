@@ -152,8 +152,7 @@ def column_arrays(table: Table, rows: Sequence[Row]) -> dict[str, Any]:
             out |= text_array_parameters(name, [stored_json(row[name]) for row in rows])
         elif kind is _TIME:
             values = [row[name] for row in rows]
-            same = values[0] is not None and values.count(values[0]) == len(values)
-            out |= {name: None, f"{name}{SAME}": values[0], f"{name}{COUNT}": len(values)} if same \
+            out |= {name: None, f"{name}{SAME}": values[0], f"{name}{COUNT}": len(values)} if one_value(values) \
                 else {name: values, f"{name}{SAME}": None, f"{name}{COUNT}": 0}
         else:
             out[name] = [row[name] for row in rows]
@@ -202,6 +201,11 @@ def joined_texts(values: list[Any]) -> str | None:
 # travels as that time and a count, repeated on the server: the driver encodes each time of an array
 # through Python datetime arithmetic, about 0.8 us apiece, some 1,200 a scoring batch.
 SAME, COUNT = "__same", "__count"  # suffixes of the parameters that carry that time and how many
+
+
+def one_value(values: list[Any]) -> bool:
+    """Do all ``values`` (at least one) hold one value that is not None, which may then travel once?"""
+    return values[0] is not None and values.count(values[0]) == len(values)
 
 _JSON, _JSON_TEXT, _TEXT, _TIME, _OTHER = "json", "json text", "text", "time", "other"
 

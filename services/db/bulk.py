@@ -25,7 +25,7 @@ from sqlalchemy import Column, DateTime, LargeBinary, String, Table
 from sqlalchemy.engine import Dialect
 from sqlalchemy.ext.asyncio import AsyncConnection
 
-from services.db.arrays import SQL_SPLIT, joined_texts
+from services.db.arrays import SQL_SPLIT, joined_texts, one_value
 
 # Bind parameters per statement: SQLite allows 32766 since 3.32 (999 before); PostgreSQL's statements
 # here take arrays or one row. Fewer, larger statements: fewer trips to aiosqlite's thread.
@@ -136,23 +136,24 @@ async def insert_new(conn: AsyncConnection, table: Table, names: Sequence[str],
         # checks every element of a text array against an abstract class, a Python call each), and a
         # column holding one value in every row (a batch request's ``received_at``) as that value,
         # repeated by the server (asyncpg encodes each time of an array in Python, ~0.8 us apiece).
-        transposed: list[Any] = [list(column) for column in zip(*params, strict=True)]
-        count = f"${len(columns) + 1}::INT"
-        arrays = []
-        for i, (column, values) in enumerate(zip(columns, transposed, strict=True)):
+        parameters: list[Any] = [list(column) for column in zip(*params, strict=True)]
+        count = f"${len(columns) + 1}::INT"  # the row count, a parameter after the columns' when one needs it
+        arrays, needs_count = [], False
+        for i, (column, values) in enumerate(zip(columns, parameters, strict=True)):
             element_type = column.type.compile(dialect)
             joined = joined_texts(values) if isinstance(column.type, String) else None
             if joined is not None:
-                transposed[i] = joined
+                parameters[i] = joined
                 arrays.append(f"CAST(string_to_array(${i + 1}::TEXT, {SQL_SPLIT}) AS {element_type}[])")
-            elif values[0] is not None and values.count(values[0]) == len(values):
-                transposed[i] = values[0]
+            elif one_value(values):
+                parameters[i], needs_count = values[0], True
                 arrays.append(f"array_fill(${i + 1}::{element_type}, ARRAY[{count}])")
             else:
                 arrays.append(f"${i + 1}::{element_type}[]")
+        if needs_count:
+            parameters.append(len(params))
         sql = f"{_head(dialect, table, columns)} SELECT * FROM unnest({', '.join(arrays)}){tail}"
-        parameters = (*transposed, len(params)) if count in sql else tuple(transposed)
-        return list((await conn.exec_driver_sql(sql, parameters)).scalars().all())
+        return list((await conn.exec_driver_sql(sql, tuple(parameters))).scalars().all())
     per_statement = max(1, MAX_PARAMS // len(columns))
     head = _head(dialect, table, columns)
     new: list[Any] = []
